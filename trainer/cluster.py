@@ -1,0 +1,141 @@
+"""Connect to the Dask cluster (or start one on this machine), wait for workers, gate versions."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask.config
+from distributed import Client, LocalCluster
+
+from trainer.errors import ClusterError, VersionMismatchError, first_line
+
+# Packages whose versions must agree between client, scheduler and workers: pickled
+# estimators, task graphs and data cross between them. Python compares major.minor
+# (pickles and wheels are compatible across micro releases); the rest compare exactly.
+CHECKED_PACKAGES = ("python", "dask", "distributed", "scikit-learn", "numpy", "pandas", "cloudpickle", "joblib")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """The cluster a run used, as written into results.json."""
+
+    scheduler_address: str
+    dashboard_link: str | None
+    n_workers: int
+    n_threads: int
+    local: bool
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+def scheduler_address() -> str | None:
+    """Give the scheduler address from Dask's config (`DASK_SCHEDULER_ADDRESS`), if any."""
+    address = dask.config.get("scheduler-address", default=None) or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    return address or None
+
+
+@contextlib.contextmanager
+def connect(n_workers: int | None, timeout: float) -> Iterator[tuple[Client, ClusterInfo]]:
+    """Give a client of the configured cluster, or of a local one, with versions checked.
+
+    With `DASK_SCHEDULER_ADDRESS` set, connects there and waits up to `timeout` seconds
+    for `n_workers` (default 1). Without it, starts a LocalCluster of `n_workers`
+    single-threaded worker processes (default: one per core).
+    """
+    address = scheduler_address()
+    with contextlib.ExitStack() as stack:
+        if address is None:
+            n_local = n_workers or os.cpu_count() or 1
+            log.info("DASK_SCHEDULER_ADDRESS is not set: running on a local Dask cluster (%d workers x 1 thread)", n_local)
+            cluster = stack.enter_context(
+                LocalCluster(n_workers=n_local, threads_per_worker=1, processes=True, dashboard_address=":0")
+            )
+            client = stack.enter_context(Client(cluster))
+        else:
+            client = stack.enter_context(_client(address, timeout))
+            _wait_for_workers(client, address, n_workers or 1, timeout)
+        versions = check_versions(client)
+        info = _describe(client, address, versions)
+        if info.dashboard_link:
+            log.info("dashboard: %s", info.dashboard_link)
+        yield client, info
+
+
+def _client(address: str, timeout: float) -> Client:
+    try:
+        return Client(address, timeout=f"{timeout}s")
+    except (OSError, TimeoutError) as error:
+        raise ClusterError(f"cannot reach the Dask scheduler at {address}: {first_line(error)}") from None
+    except ValueError as error:
+        raise ClusterError(f"bad DASK_SCHEDULER_ADDRESS {address!r}: {first_line(error)}") from None
+
+
+def _wait_for_workers(client: Client, address: str, n_workers: int, timeout: float) -> None:
+    log.info("waiting up to %.0f s for %d worker(s) at %s", timeout, n_workers, address)
+    try:
+        client.wait_for_workers(n_workers, timeout=timeout)
+    except TimeoutError:
+        have = len(client.scheduler_info(n_workers=-1).get("workers", {}))
+        raise ClusterError(
+            f"only {have} of {n_workers} workers joined {address} within {timeout:.0f} s; "
+            "check the worker containers' logs, or lower --workers"
+        ) from None
+    except OSError as error:
+        raise ClusterError(f"lost the scheduler at {address} while waiting for workers: {first_line(error)}") from None
+
+
+def package_versions(report: dict[str, Any]) -> dict[str, str]:
+    """Give the checked packages' versions from one `get_versions` entry."""
+    packages = report.get("packages", {})
+    python = str(packages.get("python", ""))
+    versions = {"python": ".".join(python.split(".")[:2])}
+    for name in CHECKED_PACKAGES[1:]:
+        versions[name] = str(packages.get(name))
+    return versions
+
+
+def check_versions(client: Client) -> dict[str, str]:
+    """Give the client's versions after checking the scheduler and every worker agree.
+
+    Raises VersionMismatchError naming each package that differs and where.
+    """
+    try:
+        report = client.get_versions(check=False, packages=list(CHECKED_PACKAGES[1:]))
+    except (OSError, TimeoutError) as error:
+        raise ClusterError(f"lost the scheduler while checking versions: {first_line(error)}") from None
+    ours = package_versions(report["client"])
+    others = {"scheduler": package_versions(report["scheduler"])}
+    others.update({f"worker {address}": package_versions(entry) for address, entry in report["workers"].items()})
+    problems = []
+    for package, version in ours.items():
+        differing = {where: theirs[package] for where, theirs in others.items() if theirs[package] != version}
+        if differing:
+            where, theirs = next(iter(differing.items()))
+            more = f" (and {len(differing) - 1} more)" if len(differing) > 1 else ""
+            problems.append(f"{package} {version} here vs {theirs} on {where}{more}")
+    if problems:
+        raise VersionMismatchError(
+            "version mismatch between this client and the cluster: " + "; ".join(problems)
+            + ". Build client and cluster from the same lock file (docker/requirements.lock)"
+        )
+    return ours
+
+
+def _describe(client: Client, address: str | None, versions: dict[str, str]) -> ClusterInfo:
+    info = client.scheduler_info(n_workers=-1)
+    workers = info.get("workers", {})
+    return ClusterInfo(
+        scheduler_address=info.get("address", address or ""),
+        dashboard_link=client.dashboard_link,
+        n_workers=len(workers),
+        n_threads=sum(worker.get("nthreads", 0) for worker in workers.values()),
+        local=address is None,
+        versions=versions,
+    )
+

