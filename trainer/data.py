@@ -118,9 +118,7 @@ def _choose_layout(path: Path, data_format: str, target: str) -> layouts.Layout:
     if complete:
         raise InputError(f"{path}: header fits several layouts ({', '.join(complete)}); pass --format")
     closest = min(missing, key=lambda name: len(missing[name]))
-    raise InputError(
-        f"{path}: unknown layout: closest is {closest}, missing columns {', '.join(missing[closest])}"
-    )
+    raise InputError(f"{path}: unknown layout: closest is {closest}, missing columns {', '.join(missing[closest])}")
 
 
 def read_header(path: Path) -> list[str]:
@@ -173,9 +171,7 @@ def _numeric(values: pd.Series, column: str, path: Path) -> pd.Series:
     bad = converted.isna() & values.notna() & (values.astype(str).str.strip() != "")
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise InputError(
-            f"{path}: column {column} must be numeric, found {values.iloc[row]!r} (data row {row + 1})"
-        )
+        raise InputError(f"{path}: column {column} must be numeric, found {values.iloc[row]!r} (data row {row + 1})")
     return converted
 
 
@@ -205,9 +201,7 @@ def _raise_first(values: pd.Series, invalid: pd.Series, column: str, label: str,
         row = int(np.flatnonzero(invalid.to_numpy())[0])
         value = values.iloc[row]
         shown = int(value) if float(value).is_integer() else value
-        raise InputError(
-            f"{label}: column {column} has out-of-range value {shown} (data row {row + 1}); expected {meaning}"
-        )
+        raise InputError(f"{label}: column {column} has out-of-range value {shown} (data row {row + 1}); expected {meaning}")
 
 
 def add_target(frame: pd.DataFrame, label: str, target: str) -> tuple[pd.DataFrame, int]:
@@ -217,9 +211,7 @@ def add_target(frame: pd.DataFrame, label: str, target: str) -> tuple[pd.DataFra
     n_dropped = int((~keep).sum())
     kept = frame.loc[keep].reset_index(drop=True)
     if kept.empty:
-        raise InputError(
-            f"{label}: no rows left after dropping {n_dropped} rows without {layouts.TARGET_SOURCES[target]}"
-        )
+        raise InputError(f"{label}: no rows left after dropping {n_dropped} rows without {layouts.TARGET_SOURCES[target]}")
     values = kept[layouts.TARGET_SOURCES[target]]
     labels = (values >= 15) if target == "delayed" else (values == 1)
     kept[TARGET_COLUMN] = labels.astype("int8")
@@ -238,9 +230,7 @@ def crosscheck_mismatches(frame: pd.DataFrame) -> int | None:
     return int((reference[known].astype(int) != frame.loc[known, TARGET_COLUMN]).sum())
 
 
-def restrict(
-    frame: pd.DataFrame, *, top_routes: int | None, sample_rows: int | None, seed: int
-) -> pd.DataFrame:
+def restrict(frame: pd.DataFrame, *, top_routes: int | None, sample_rows: int | None, seed: int) -> pd.DataFrame:
     """Give the rows of the `top_routes` busiest routes, then a seeded sample of `sample_rows`."""
     if top_routes is not None:
         if top_routes < 1:
@@ -270,7 +260,6 @@ def frame_digest(frame: pd.DataFrame) -> str:
     digest = hashlib.sha256(",".join(map(str, frame.columns)).encode())
     digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return f"sha256:{digest.hexdigest()}"
-
 
 
 def split(frame: pd.DataFrame, *, test_size: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:

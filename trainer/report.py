@@ -24,8 +24,9 @@ from trainer.errors import InputError
 from trainer.search import SearchOutcome
 
 MODEL_FILE = "model.skops"
-# Types the model file holds beyond what skops trusts by default: our own encoder.
-TRUSTED_MODEL_TYPES = ["trainer.model.SharedVocabularyEncoder"]
+# Types the model file holds beyond what skops trusts by default: the forest's tree
+# structure (scikit-learn's own) and our encoder. Anything else is refused on load.
+TRUSTED_MODEL_TYPES = ["sklearn.tree._tree.Tree", "trainer.model.SharedVocabularyEncoder"]
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,28 @@ import pandas as pd
 YEAR = 2008
 CARRIERS = ("AA", "DL", "UA", "WN", "B6", "EV", "MQ", "US", "AS", "F9")
 CARRIER_WEIGHTS = (14, 14, 13, 16, 9, 9, 8, 8, 5, 4)
-AIRPORTS = (
-    "ATL ORD DFW DEN LAX SFO JFK LGA EWR BOS SEA PHX LAS MCO MIA IAH DTW MSP CLT SLC".split()
-)
+AIRPORTS = [
+    "ATL",
+    "ORD",
+    "DFW",
+    "DEN",
+    "LAX",
+    "SFO",
+    "JFK",
+    "LGA",
+    "EWR",
+    "BOS",
+    "SEA",
+    "PHX",
+    "LAS",
+    "MCO",
+    "MIA",
+    "IAH",
+    "DTW",
+    "MSP",
+    "CLT",
+    "SLC",
+]
 LATE_CARRIERS = ("EV", "F9", "MQ")
 PUNCTUAL_CARRIERS = ("AS", "DL")
 CONGESTED_ORIGINS = ("ORD", "EWR", "LGA", "SFO")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import bz2
-import math
 import gzip
+import math
 import shutil
 from pathlib import Path
 

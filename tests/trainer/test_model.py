@@ -37,7 +37,9 @@ def test_search_refuses_a_leaky_matrix() -> None:
     features, target = model.feature_matrix(frame)
     leaky = features.assign(DepDelay=frame["DepDelay"])
     with pytest.raises(LeakError, match="DepDelay"):
-        search.run(search.grid_search(model.build_pipeline(), {"classifier__n_estimators": [2]}, _config()), leaky, target, client=None)  # the guard runs before any cluster work
+        search.run(
+            search.grid_search(model.build_pipeline(), {"classifier__n_estimators": [2]}, _config()), leaky, target, client=None
+        )  # the guard runs before any cluster work
 
 
 def _config():

@@ -1,0 +1,137 @@
+"""Bad input: a one-line error naming the file and the problem, its exit code, no output left."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import asa_frame, write_csv
+from trainer.cli import main
+
+
+def run(args: list[str], output: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main([*args, "--output", str(output), "--quiet"])
+    stderr = capsys.readouterr().err
+    return code, stderr
+
+
+def assert_clean_failure(code: int, stderr: str, output: Path, expected_code: int, *fragments: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == expected_code, stderr
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Traceback" not in stderr
+    assert not output.exists() or not any(output.iterdir())
+
+
+def bad_csv(tmp_path: Path, column: str, row: int, value: object) -> Path:
+    frame = asa_frame()
+    frame[column] = frame[column].astype(object)
+    frame.loc[row, column] = value
+    return write_csv(frame, tmp_path / "bad.csv")
+
+
+@pytest.fixture
+def output(tmp_path: Path) -> Path:
+    return tmp_path / "output"
+
+
+def test_missing_file(tmp_path: Path, output: Path, capsys) -> None:
+    missing = tmp_path / "nope.csv"
+    code, stderr = run(["--data", str(missing)], output, capsys)
+    assert_clean_failure(code, stderr, output, 2, str(missing), "no such file")
+
+
+def test_binary_garbage(tmp_path: Path, output: Path, capsys) -> None:
+    path = tmp_path / "garbage.csv.gz"
+    path.write_bytes(b"\x00\x01\x02not gzip at all\xff" * 50)
+    code, stderr = run(["--data", str(path)], output, capsys)
+    assert_clean_failure(code, stderr, output, 2, str(path), "unreadable")
+
+
+def test_unknown_layout_lists_missing_columns(tmp_path: Path, output: Path, capsys) -> None:
+    path = write_csv(asa_frame().drop(columns=["Origin", "Distance"]), tmp_path / "short.csv")
+    code, stderr = run(["--data", str(path)], output, capsys)
+    assert_clean_failure(code, stderr, output, 2, str(path), "unknown layout", "missing columns Origin, Distance")
+
+
+def test_non_numeric_value_names_column_and_value(tmp_path: Path, output: Path, capsys) -> None:
+    path = bad_csv(tmp_path, "Distance", 7, "far")
+    code, stderr = run(["--data", str(path)], output, capsys)
+    assert_clean_failure(code, stderr, output, 2, str(path), "column Distance must be numeric", "'far'", "data row 8")
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [
+        ("Month", 13, "column Month has out-of-range value 13"),
+        ("CRSDepTime", 2561, "column CRSDepTime has out-of-range value 2561"),
+    ],
+)
+def test_out_of_range_values(tmp_path: Path, output: Path, capsys, column: str, value: int, expected: str) -> None:
+    path = bad_csv(tmp_path, column, 3, value)
+    code, stderr = run(["--data", str(path)], output, capsys)
+    assert_clean_failure(code, stderr, output, 2, str(path), expected, "data row 4")
+
+
+def test_nothing_left_without_target(tmp_path: Path, output: Path, capsys) -> None:
+    frame = asa_frame()
+    frame["ArrDelay"] = float("nan")
+    path = write_csv(frame, tmp_path / "all-cancelled.csv")
+    code, stderr = run(["--data", str(path)], output, capsys)
+    assert_clean_failure(code, stderr, output, 2, str(path), f"no rows left after dropping {len(frame)} rows without ArrDelay")
+
+
+def test_single_class_target(tmp_path: Path, output: Path, capsys) -> None:
+    frame = asa_frame()
+    frame["ArrDelay"] = frame["ArrDelay"].where(frame["ArrDelay"].isna(), 0)
+    path = write_csv(frame, tmp_path / "never-late.csv")
+    code, stderr = run(["--data", str(path)], output, capsys)
+    assert_clean_failure(code, stderr, output, 2, str(path), "target delayed has a single class")
+
+
+def test_unknown_grid_parameter(tmp_path: Path, output: Path, capsys) -> None:
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("param_grid:\n  n_estimators: [2, 4]\n  max_dept: [2]\n")
+    code, stderr = run(["--synthetic-rows", "200", "--grid", str(grid)], output, capsys)
+    assert_clean_failure(code, stderr, output, 2, str(grid), "unknown parameter 'max_dept'", "max_depth")
+
+
+def test_unknown_grid_file_key(tmp_path: Path, output: Path, capsys) -> None:
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"param_grid": {"max_depth": [2]}, "folds": 3}))
+    code, stderr = run(["--synthetic-rows", "200", "--grid", str(grid)], output, capsys)
+    assert_clean_failure(code, stderr, output, 2, str(grid), "unknown key 'folds'")
+
+
+def test_invalid_grid_value_is_a_user_error(output: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    code, stderr = run(["--synthetic-rows", "300", "--param", "n_estimators=-3", "--workers", "1"], output, capsys)
+    assert_clean_failure(code, stderr, output, 2, "n_estimators")
+
+
+def test_usage_error_exits_2(output: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--workers", "many", "--output", str(output)])
+    assert exit_info.value.code == 2
+    assert "invalid int value: 'many'" in capsys.readouterr().err
+
+
+def test_unreachable_scheduler_exits_3(output: Path, capsys, monkeypatch) -> None:
+    # Port 9 on loopback: nothing listens there.
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:9")
+    code, stderr = run(["--synthetic-rows", "300", "--workers-timeout", "2"], output, capsys)
+    assert_clean_failure(code, stderr, output, 3, "cannot reach the Dask scheduler at tcp://127.0.0.1:9")
+
+
+def test_output_that_is_a_file(tmp_path: Path, capsys) -> None:
+    output = tmp_path / "taken"
+    output.write_text("mine")
+    code, stderr = run(["--synthetic-rows", "300"], output, capsys)
+    assert code == 2
+    assert "exists and is not a folder" in stderr
+    assert output.read_text() == "mine"

@@ -1,0 +1,146 @@
+"""On a real Dask cluster (an in-process LocalCluster): equal results, the version gate, a full run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from distributed import Client, LocalCluster
+
+from trainer import cluster, data, model, report, search
+from trainer.cli import main
+from trainer.config import SearchConfig
+from trainer.errors import VersionMismatchError
+
+pytestmark = pytest.mark.cluster
+
+GRID = {"classifier__n_estimators": [2, 6], "classifier__max_depth": [3, 6]}
+
+
+@pytest.fixture(scope="module")
+def local_cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as local:
+        yield local
+
+
+@pytest.fixture
+def client(local_cluster: LocalCluster) -> Iterator[Client]:
+    with Client(local_cluster) as connected:
+        yield connected
+
+
+def _training_data() -> tuple[pd.DataFrame, pd.Series]:
+    frame = data.load(None, synthetic_rows=3000, synthetic_seed=5).frame
+    train, _ = data.split(frame, test_size=0.3, seed=100)
+    return model.feature_matrix(train)
+
+
+def test_dask_search_equals_local_search(client: Client) -> None:
+    features, target = _training_data()
+    local = search.grid_search(model.build_pipeline(), GRID, SearchConfig(), verbose=False)
+    local.set_params(n_jobs=1).fit(features, target)
+    distributed = search.run(
+        search.grid_search(model.build_pipeline(), GRID, SearchConfig(), verbose=False), features, target, client
+    )
+
+    assert distributed.n_fits == 12
+    assert distributed.search.best_params_ == local.best_params_
+    for key in ("mean_test_score", "std_test_score", "rank_test_score", *[f"split{i}_test_score" for i in range(3)]):
+        np.testing.assert_array_equal(distributed.search.cv_results_[key], local.cv_results_[key], err_msg=key)
+    # The tasks really ran on the cluster's workers.
+    assert client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.task_groups)) > 0
+
+
+def test_versions_match_on_an_honest_cluster(client: Client) -> None:
+    versions = cluster.check_versions(client)
+    assert set(versions) == set(cluster.CHECKED_PACKAGES)
+    import sklearn
+
+    assert versions["scikit-learn"] == sklearn.__version__
+
+
+def _pretend_version(package: str, version: str) -> None:
+    import distributed.versions
+
+    real = distributed.versions._version_cached
+    distributed.versions._version_cached = lambda name: version if name == package else real(name)
+
+
+def test_version_mismatch_names_package_and_both_versions(tmp_path: Path, capsys, monkeypatch) -> None:
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as drifted,
+        Client(drifted) as client,
+    ):
+        client.run(_pretend_version, "scikit-learn", "1.8.0")
+        with pytest.raises(VersionMismatchError) as error:
+            cluster.check_versions(client)
+        import sklearn
+
+        assert f"scikit-learn {sklearn.__version__} here vs 1.8.0 on worker" in str(error.value)
+
+        # The CLI turns it into exit 4 before any fit, and writes nothing.
+        monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", drifted.scheduler_address)
+        output = tmp_path / "output"
+        code = main(["--synthetic-rows", "300", "--output", str(output), "--workers-timeout", "10", "--quiet"])
+        stderr = capsys.readouterr().err
+        assert code == 4, stderr
+        assert "version mismatch" in stderr and "scikit-learn" in stderr
+        assert not output.exists()
+
+
+def test_full_run_writes_the_run_folder(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    output = tmp_path / "output"
+    code = main(
+        [
+            "--synthetic-rows",
+            "3000",
+            "--param",
+            "n_estimators=4,8",
+            "--param",
+            "max_depth=4,8",
+            "--workers",
+            "2",
+            "--output",
+            str(output),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    (folder,) = output.iterdir()
+    assert sorted(path.name for path in folder.iterdir()) == ["cv_results.csv", "model.skops", "results.json"]
+    results = json.loads((folder / "results.json").read_text())
+    for key in (
+        "best_params",
+        "best_cv_score",
+        "test_accuracy",
+        "test_roc_auc",
+        "baseline_accuracy",
+        "n_train_rows",
+        "n_test_rows",
+        "n_dropped_rows",
+        "fit_seconds",
+        "n_workers",
+        "versions",
+        "dataset",
+    ):
+        assert key in results, key
+    assert results["n_workers"] == 2
+    assert results["local_cluster"] is True
+    assert results["test_accuracy"] > results["baseline_accuracy"] + 0.05
+    assert 0.5 < results["test_roc_auc"] <= 1
+    assert results["n_train_rows"] + results["n_test_rows"] + results["n_dropped_rows"] == 3000
+    assert results["dataset"]["checksum"].startswith("sha256:")
+    assert len(pd.read_csv(folder / "cv_results.csv")) == 4
+    assert "DASK_SCHEDULER_ADDRESS is not set: running on a local Dask cluster" in captured.err
+    assert "Done  12 out of  12" in captured.err  # progress: fits done out of total
+    assert f"test accuracy    {results['test_accuracy']:.4f}" in captured.out
+
+    fitted = report.load_model(folder / "model.skops")
+    frame = data.load(None, synthetic_rows=3000).frame
+    features, _ = model.feature_matrix(frame.head(50))
+    assert fitted.predict(features).shape == (50,)
