@@ -12,11 +12,21 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import dask.config
+import yaml
+
 from trainer import __version__, cluster, data, model, report, search
 from trainer.config import SearchConfig, check, load_search_config, parse_param_option
 from trainer.errors import InputError, TrainerError
 
 log = logging.getLogger("trainer")
+DEFAULTS_FILE = Path(__file__).with_name("skfleet.yaml")
+
+
+def configured(key: str):
+    """Give a trainer setting from Dask's config (DASK_SKFLEET__TRAINER__... or YAML), else our default."""
+    dask.config.update_defaults(yaml.safe_load(DEFAULTS_FILE.read_text()))
+    return dask.config.get(f"skfleet.trainer.{key}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -61,18 +71,27 @@ def parser() -> argparse.ArgumentParser:
     grid.add_argument("--scoring", help="scikit-learn scorer name (default accuracy)")
     grid.add_argument("--random-state", type=int, help="the forest's seed (default 10)")
 
-    run = cli.add_argument_group("cluster and output")
+    run = cli.add_argument_group("cluster and output (defaults: Dask config skfleet.trainer.*, see trainer/skfleet.yaml)")
     run.add_argument(
-        "--output", type=Path, default=Path("output"), metavar="DIR", help="parent folder of run folders (default ./output)"
+        "--output",
+        type=Path,
+        default=Path(configured("output")),
+        metavar="DIR",
+        help="parent folder of run folders (default ./output; DASK_SKFLEET__TRAINER__OUTPUT)",
     )
     run.add_argument(
         "--workers",
         type=int,
+        default=configured("workers"),
         metavar="N",
         help="workers to wait for (local: workers to start; default 1 remote, one per core local)",
     )
     run.add_argument(
-        "--workers-timeout", type=float, default=120.0, metavar="SECONDS", help="how long to wait for the workers (default 120)"
+        "--workers-timeout",
+        type=float,
+        default=float(configured("workers-timeout")),
+        metavar="SECONDS",
+        help="how long to wait for the workers (default 120)",
     )
     run.add_argument("--quiet", action="store_true", help="only errors and the final summary")
     cli.add_argument("--version", action="version", version=f"skfleet trainer {__version__}")

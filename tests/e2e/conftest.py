@@ -1,0 +1,174 @@
+"""The Compose stack for end-to-end tests: images built once, the stack up once per session.
+
+pytest-docker brings the stack up (build, then `up --wait` for healthy scheduler and
+workers) and down; the trainer runs as `docker compose run` against it, as a user would.
+When a test fails, the containers' logs are printed, so a red CI run explains itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+N_WORKERS = 2
+
+
+def docker_ready() -> str | None:
+    """Give why Docker can't be used, or None when an engine and Compose v2 answer."""
+    if shutil.which("docker") is None:
+        return "no docker CLI"
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        return "no running Docker engine"
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
+        return "no Compose v2 plugin"
+    return None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    problem = None
+    checked = False
+    for item in items:
+        if "docker" not in item.keywords:
+            continue
+        if not checked:
+            problem, checked = docker_ready(), True
+        if problem is None:
+            continue
+        if os.environ.get("SKFLEET_REQUIRE_DOCKER") or os.environ.get("CI"):
+            # In CI, Docker-backed tests fail rather than skip.
+            item.add_marker(pytest.mark.usefixtures("_docker_required"))
+        else:
+            item.add_marker(
+                pytest.mark.skip(reason=f"{problem}: run scripts/test.sh (installs and starts Docker as root) to enable")
+            )
+
+
+@pytest.fixture
+def _docker_required() -> None:
+    pytest.fail(f"Docker-backed test without Docker: {docker_ready()}; .ci/run installs it with scripts/install-docker.sh")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A running Compose project and how to reach it."""
+
+    project: str
+    env: dict[str, str]
+    data_dir: Path
+    output_dir: Path
+    scheduler_port: int
+    dashboard_port: int
+    uid: int
+
+    def compose(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        command = ["docker", "compose", "-f", str(ROOT / "compose.yaml"), "-p", self.project, *args]
+        result = subprocess.run(command, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(command)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def train(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        """Run the trainer once against the stack, as `docker compose run --rm trainer ARGS`."""
+        return self.compose("run", "--rm", "--no-deps", "trainer", *args, check=False, timeout=timeout)
+
+    def run_folders(self) -> list[Path]:
+        return sorted(path for path in self.output_dir.iterdir() if not path.name.startswith("."))
+
+    def logs(self) -> str:
+        return self.compose("logs", "--no-color", "--tail", "200", check=False).stdout
+
+
+def stack_environment(project: str, tmp: Path) -> tuple[dict[str, str], Path, Path, int]:
+    data_dir, output_dir = tmp / "data", tmp / "output"
+    data_dir.mkdir()
+    output_dir.mkdir()
+    # The trainer runs as this uid and must own the output folder; never as root.
+    uid = os.getuid() or 10001
+    os.chown(output_dir, uid, uid)
+    env = {
+        **os.environ,
+        "SKFLEET_TAG": "e2e",
+        "SKFLEET_WORKERS": str(N_WORKERS),
+        "SKFLEET_SCHEDULER_PORT": str(free_port()),
+        "SKFLEET_DASHBOARD_PORT": str(free_port()),
+        "SKFLEET_DATA_DIR": str(data_dir),
+        "SKFLEET_OUTPUT_DIR": str(output_dir),
+        "SKFLEET_UID": str(uid),
+        "SKFLEET_GID": str(uid),
+        "SKFLEET_WORKERS_TIMEOUT": "120",
+        "COMPOSE_PROJECT_NAME": project,
+    }
+    return env, data_dir, output_dir, uid
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    project = f"skfleet-e2e-{os.getpid()}"
+    env, data_dir, output_dir, uid = stack_environment(project, tmp_path_factory.mktemp("stack"))
+    os.environ.update({key: env[key] for key in env if key.startswith(("SKFLEET_", "COMPOSE_"))})
+    return Stack(
+        project=project,
+        env=env,
+        data_dir=data_dir,
+        output_dir=output_dir,
+        scheduler_port=int(env["SKFLEET_SCHEDULER_PORT"]),
+        dashboard_port=int(env["SKFLEET_DASHBOARD_PORT"]),
+        uid=uid,
+    )
+
+
+# pytest-docker's hooks: which file, which project, how to bring it up and down.
+@pytest.fixture(scope="session")
+def docker_compose_file(stack_settings: Stack) -> str:
+    return str(ROOT / "compose.yaml")
+
+
+@pytest.fixture(scope="session")
+def docker_compose_project_name(stack_settings: Stack) -> str:
+    return stack_settings.project
+
+
+@pytest.fixture(scope="session")
+def docker_setup() -> list[str]:
+    # Build every image (trainer included), then wait until scheduler and workers are healthy.
+    return ["build", f"up --detach --wait --scale worker={N_WORKERS} scheduler worker"]
+
+
+@pytest.fixture(scope="session")
+def docker_cleanup() -> list[str]:
+    return ["down --volumes --remove-orphans --timeout 10"]
+
+
+@pytest.fixture(scope="session")
+def stack(docker_services, stack_settings: Stack) -> Stack:
+    return stack_settings
+
+
+@pytest.fixture(autouse=True)
+def _dump_logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed and "stack" in request.fixturenames:
+        stack: Stack = request.getfixturevalue("stack")
+        print(f"\n===== container logs of {stack.project} =====\n{stack.logs()}")
