@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import joblib
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OrdinalEncoder
 from sklearn.utils.validation import check_is_fitted
 
 from trainer.data import TARGET_COLUMN
@@ -66,41 +66,74 @@ def feature_matrix(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     return features, frame[TARGET_COLUMN]
 
 
-class SharedVocabularyEncoder(TransformerMixin, BaseEstimator):
-    """Ordinal codes for several columns over one vocabulary (Origin and Dest share airports).
+class CategoryCodes(TransformerMixin, BaseEstimator):
+    """Ordinal codes of text columns over vocabularies learned in `fit`.
 
-    Fitted on the training fold only; a category never seen there becomes -1, a
-    missing value -2, so a new airport in the test set is a value, not a crash.
+    `shared=True` gives all columns one vocabulary (Origin and Dest share the airports).
+    Fitted on the training fold only; a category never seen there becomes -1, a missing
+    value -2, so a new airport in the test set is a value, not a crash. Hash-based
+    (pandas Index lookups), about 10x faster than sorting object arrays on every fold.
     """
 
+    def __init__(self, shared: bool = False):
+        self.shared = shared
+
     def fit(self, X, y=None):  # noqa: N803 (scikit-learn's argument names)
-        values = _as_text(X)
-        self.categories_ = np.unique(values[~_missing(values)]).astype(object)
-        self.n_features_in_ = values.shape[1]
+        frame = _as_frame(X)
+        if self.shared:
+            vocabulary = _vocabulary(pd.concat([frame[column] for column in frame], ignore_index=True))
+            self.categories_ = [vocabulary for _ in frame.columns]
+        else:
+            self.categories_ = [_vocabulary(frame[column]) for column in frame]
+        self.n_features_in_ = frame.shape[1]
         return self
 
     def transform(self, X):  # noqa: N803
         check_is_fitted(self, "categories_")
-        values = _as_text(X)
-        missing = _missing(values)
-        filled = np.where(missing, "", values).astype(object)
-        positions = np.searchsorted(self.categories_, filled)
-        clipped = np.minimum(positions, len(self.categories_) - 1)
-        known = (len(self.categories_) > 0) & (self.categories_[clipped] == filled)
-        codes = np.where(known, positions, UNKNOWN_CODE)
-        return np.where(missing, MISSING_CODE, codes).astype(np.float64)
+        frame = _as_frame(X)
+        codes = np.empty(frame.shape, dtype=np.float64)
+        for index, column in enumerate(frame.columns):
+            values = frame[column]
+            codes[:, index] = pd.Index(self.categories_[index]).get_indexer(values)
+            codes[values.isna().to_numpy(), index] = MISSING_CODE
+        return codes
 
     def get_feature_names_out(self, input_features=None):
-        return np.asarray(input_features if input_features is not None else AIRPORT_FEATURES, dtype=object)
+        return np.asarray(input_features, dtype=object)
 
 
-def _as_text(X) -> np.ndarray:  # noqa: N803
-    values = np.asarray(X, dtype=object)
-    return values.reshape(-1, 1) if values.ndim == 1 else values
+def _as_frame(X) -> pd.DataFrame:  # noqa: N803
+    return X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X, dtype=object))
 
 
-def _missing(values: np.ndarray) -> np.ndarray:
-    return pd.isna(pd.DataFrame(values)).to_numpy()
+def _vocabulary(values: pd.Series) -> np.ndarray:
+    return np.sort(values.dropna().unique().astype(object))
+
+
+class InProcessPipeline(Pipeline):
+    """A Pipeline whose nested joblib work (encoders, the forest's trees) stays in its process.
+
+    Under joblib's Dask backend every nested `Parallel` call, even with `n_jobs=1`,
+    becomes Dask tasks (joblib#1013): each fit then waits on sub-tasks queued behind
+    other fits, and a 1-thread worker spends most of its time waiting. The grid search
+    already keeps every worker thread busy with one fit, so the fit itself runs serially.
+    """
+
+    def fit(self, X, y=None, **params):  # noqa: N803
+        with joblib.parallel_config(backend="sequential"):
+            return super().fit(X, y, **params)
+
+    def predict(self, X, **params):  # noqa: N803
+        with joblib.parallel_config(backend="sequential"):
+            return super().predict(X, **params)
+
+    def predict_proba(self, X, **params):  # noqa: N803
+        with joblib.parallel_config(backend="sequential"):
+            return super().predict_proba(X, **params)
+
+    def score(self, X, y=None, sample_weight=None, **params):  # noqa: N803
+        with joblib.parallel_config(backend="sequential"):
+            return super().score(X, y, sample_weight=sample_weight, **params)
 
 
 def build_pipeline(random_state: int = 10) -> Pipeline:
@@ -108,21 +141,13 @@ def build_pipeline(random_state: int = 10) -> Pipeline:
     encoders = ColumnTransformer(
         [
             ("schedule", "passthrough", list(NUMERIC_FEATURES)),
-            (
-                "categories",
-                OrdinalEncoder(
-                    handle_unknown="use_encoded_value",
-                    unknown_value=UNKNOWN_CODE,
-                    encoded_missing_value=MISSING_CODE,
-                ),
-                list(CATEGORY_FEATURES),
-            ),
-            ("airports", SharedVocabularyEncoder(), list(AIRPORT_FEATURES)),
+            ("categories", CategoryCodes(), list(CATEGORY_FEATURES)),
+            ("airports", CategoryCodes(shared=True), list(AIRPORT_FEATURES)),
         ],
         remainder="drop",
         verbose_feature_names_out=False,
     )
-    return Pipeline(
+    return InProcessPipeline(
         [
             ("features", encoders),
             ("classifier", RandomForestClassifier(random_state=random_state)),

@@ -25,8 +25,12 @@ from trainer.search import SearchOutcome
 
 MODEL_FILE = "model.skops"
 # Types the model file holds beyond what skops trusts by default: the forest's tree
-# structure (scikit-learn's own) and our encoder. Anything else is refused on load.
-TRUSTED_MODEL_TYPES = ["sklearn.tree._tree.Tree", "trainer.model.SharedVocabularyEncoder"]
+# structure (scikit-learn's own), our pipeline and our encoder. Anything else is refused on load.
+TRUSTED_MODEL_TYPES = [
+    "sklearn.tree._tree.Tree",
+    "trainer.model.InProcessPipeline",
+    "trainer.model.CategoryCodes",
+]
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, get_task_stream
 
 from trainer import cluster, data, model, report, search
 from trainer.cli import main
@@ -43,16 +43,20 @@ def test_dask_search_equals_local_search(client: Client) -> None:
     features, target = _training_data()
     local = search.grid_search(model.build_pipeline(), GRID, SearchConfig(), verbose=False)
     local.set_params(n_jobs=1).fit(features, target)
-    distributed = search.run(
-        search.grid_search(model.build_pipeline(), GRID, SearchConfig(), verbose=False), features, target, client
-    )
+    with get_task_stream(client) as task_stream:
+        distributed = search.run(
+            search.grid_search(model.build_pipeline(), GRID, SearchConfig(), verbose=False), features, target, client
+        )
 
     assert distributed.n_fits == 12
     assert distributed.search.best_params_ == local.best_params_
     for key in ("mean_test_score", "std_test_score", "rank_test_score", *[f"split{i}_test_score" for i in range(3)]):
         np.testing.assert_array_equal(distributed.search.cv_results_[key], local.cv_results_[key], err_msg=key)
-    # The tasks really ran on the cluster's workers.
-    assert client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.task_groups)) > 0
+    # The fits ran on the cluster's workers, as whole fits: no nested encoder or tree
+    # tasks (joblib#1013), which made every fit wait on sub-tasks queued behind others.
+    kinds = {task["key"].split("-")[0] for task in task_stream.data}
+    assert kinds == {"batch_of__fit_and_score_1_calls"}, kinds
+    assert len({task["worker"] for task in task_stream.data}) == 2
 
 
 def test_versions_match_on_an_honest_cluster(client: Client) -> None:

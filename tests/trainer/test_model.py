@@ -49,9 +49,9 @@ def _config():
 
 
 def test_shared_vocabulary_encodes_origin_and_dest_alike() -> None:
-    encoder = model.SharedVocabularyEncoder().fit(pd.DataFrame({"Origin": ["JFK", "LGA"], "Dest": ["ORD", "JFK"]}))
+    encoder = model.CategoryCodes(shared=True).fit(pd.DataFrame({"Origin": ["JFK", "LGA"], "Dest": ["ORD", "JFK"]}))
     codes = encoder.transform(pd.DataFrame({"Origin": ["ORD", "XYZ", None], "Dest": ["JFK", "LGA", "ORD"]}))
-    assert list(encoder.categories_) == ["JFK", "LGA", "ORD"]
+    assert [list(vocabulary) for vocabulary in encoder.categories_] == [["JFK", "LGA", "ORD"]] * 2
     assert codes.tolist() == [[2, 0], [model.UNKNOWN_CODE, 1], [model.MISSING_CODE, 2]]
 
 
@@ -63,3 +63,9 @@ def test_pipeline_tolerates_unseen_categories() -> None:
     probabilities = pipeline.predict_proba(unseen)
     assert probabilities.shape == (3, 2)
     assert np.isfinite(probabilities).all()
+
+
+def test_separate_vocabularies_per_column() -> None:
+    encoder = model.CategoryCodes().fit(pd.DataFrame({"UniqueCarrier": ["AA", "DL"], "Route": ["JFK_ORD", "ORD_JFK"]}))
+    codes = encoder.transform(pd.DataFrame({"UniqueCarrier": ["DL", "ZZ"], "Route": ["ORD_JFK", "JFK_ORD"]}))
+    assert codes.tolist() == [[1, 1], [model.UNKNOWN_CODE, 0]]
