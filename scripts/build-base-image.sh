@@ -37,6 +37,7 @@ main() {
   fi
   if ! command -v debootstrap >/dev/null 2>&1; then
     log "installing debootstrap"
+    apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
   fi
   ROOTFS="$(mktemp -d /var/tmp/skfleet-rootfs.XXXXXX)"
