@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -198,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.propagate = False
     # distributed's own INFO lines (cluster start, worker joins) drown the trainer's.
     logging.getLogger("distributed").setLevel(logging.WARNING)
+    # `docker stop` sends SIGTERM: unwind like Ctrl-C, so a half-written run folder is removed.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return train(args)
     except TrainerError as error:
@@ -206,3 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; no run folder was written", file=sys.stderr)
         return 130
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)

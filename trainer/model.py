@@ -120,19 +120,19 @@ class InProcessPipeline(Pipeline):
     """
 
     def fit(self, X, y=None, **params):  # noqa: N803
-        with joblib.parallel_config(backend="sequential"):
+        with joblib.parallel_config(backend="sequential", verbose=0):
             return super().fit(X, y, **params)
 
     def predict(self, X, **params):  # noqa: N803
-        with joblib.parallel_config(backend="sequential"):
+        with joblib.parallel_config(backend="sequential", verbose=0):
             return super().predict(X, **params)
 
     def predict_proba(self, X, **params):  # noqa: N803
-        with joblib.parallel_config(backend="sequential"):
+        with joblib.parallel_config(backend="sequential", verbose=0):
             return super().predict_proba(X, **params)
 
     def score(self, X, y=None, sample_weight=None, **params):  # noqa: N803
-        with joblib.parallel_config(backend="sequential"):
+        with joblib.parallel_config(backend="sequential", verbose=0):
             return super().score(X, y, sample_weight=sample_weight, **params)
 
 

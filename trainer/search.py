@@ -12,6 +12,7 @@ import joblib
 import pandas as pd
 from distributed import Client
 from distributed.scheduler import KilledWorker
+from joblib._dask import DaskDistributedBackend
 from sklearn.model_selection import GridSearchCV, ParameterGrid
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
@@ -24,7 +25,21 @@ from trainer.model import check_no_leak
 PROGRESS_LINES = 10
 
 
+CLUSTER_BACKEND = "skfleet-dask"
+
 log = logging.getLogger(__name__)
+
+
+class ClusterBackend(DaskDistributedBackend):
+    """joblib's Dask backend, never short-circuited into the calling process.
+
+    joblib runs a Parallel call in-process when its backend reports a single slot: on a
+    cluster of one single-threaded worker the whole search would run on the client.
+    Reporting at least two keeps every fit on the cluster; the scheduler queues the rest.
+    """
+
+    def effective_n_jobs(self, n_jobs):
+        return max(2, super().effective_n_jobs(n_jobs))
 
 
 @dataclass(frozen=True)
@@ -73,7 +88,8 @@ def run(search: GridSearchCV, X: pd.DataFrame, y: pd.Series, client: Client) -> 
         # GridSearchCV does not pass its verbosity to joblib; the config carries it, and
         # joblib then reports "Done k out of n | elapsed | remaining" as fits finish.
         progress = PROGRESS_LINES if search.verbose else 0
-        with joblib.parallel_backend("dask"), joblib.parallel_config(verbose=progress):
+        joblib.register_parallel_backend(CLUSTER_BACKEND, ClusterBackend)
+        with joblib.parallel_backend(CLUSTER_BACKEND), joblib.parallel_config(verbose=progress):
             search.fit(X, y)
     except InvalidParameterError as error:
         raise InputError(f"the grid holds a value the forest rejects: {first_line(error)}") from None

@@ -59,6 +59,19 @@ def test_dask_search_equals_local_search(client: Client) -> None:
     assert len({task["worker"] for task in task_stream.data}) == 2
 
 
+def test_a_single_thread_cluster_still_runs_the_fits() -> None:
+    # joblib runs a one-slot Parallel in the calling process; the fits must still go to the worker.
+    features, target = _training_data()
+    grid = {"classifier__n_estimators": [2], "classifier__max_depth": [3, 4]}
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as single,
+        Client(single) as client,
+        get_task_stream(client) as task_stream,
+    ):
+        search.run(search.grid_search(model.build_pipeline(), grid, SearchConfig(), verbose=False), features, target, client)
+    assert len([task for task in task_stream.data if task["key"].startswith("batch_of__fit_and_score")]) == 6
+
+
 def test_versions_match_on_an_honest_cluster(client: Client) -> None:
     versions = cluster.check_versions(client)
     assert set(versions) == set(cluster.CHECKED_PACKAGES)
@@ -148,3 +161,31 @@ def test_full_run_writes_the_run_folder(tmp_path: Path, capsys, monkeypatch) -> 
     frame = data.load(None, synthetic_rows=3000).frame
     features, _ = model.feature_matrix(frame.head(50))
     assert fitted.predict(features).shape == (50,)
+
+
+def test_sigterm_mid_search_leaves_no_run_folder(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    output = tmp_path / "output"
+    env = {key: value for key, value in os.environ.items() if key != "DASK_SCHEDULER_ADDRESS"}
+    trainer = subprocess.Popen(
+        [sys.executable, "-m", "trainer", "--synthetic-rows", "60000", "--workers", "1", "--output", str(output)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    # Wait until fitting has started, then stop it the way `docker stop` does.
+    assert trainer.stderr is not None
+    for line in trainer.stderr:
+        if "totalling 75 fits" in line or "grid search:" in line:
+            break
+    time.sleep(2)
+    trainer.send_signal(signal.SIGTERM)
+    remaining = trainer.communicate(timeout=60)[1]
+    assert trainer.returncode == 130, remaining
+    assert "error: interrupted; no run folder was written" in remaining
+    assert not output.exists() or list(output.iterdir()) == []
