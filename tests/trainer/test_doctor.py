@@ -24,7 +24,7 @@ def test_all_well(capsys) -> None:
     assert "TLS: no" in out
     assert "2 workers, 2 threads, 2.00 GiB memory limit in all" in out
     header = next(line for line in out.splitlines() if line.startswith("package"))
-    assert header.split() == ["package", "client", "scheduler", "workers", "(2)"]
+    assert header.split() == ["package", "client", "scheduler", "workers", "(2)", "check"]
     import sklearn
 
     scikit_learn = next(line for line in out.splitlines() if line.startswith("scikit-learn"))
