@@ -121,8 +121,9 @@ class VersionReport:
     def mismatches(self) -> dict[str, dict[str, str]]:
         """Give, for each package that differs from the client's, where and which version."""
         found: dict[str, dict[str, str]] = {}
+        places = self.places()
         for package, version in self.client.items():
-            differing = {where: theirs[package] for where, theirs in self.places().items() if theirs[package] != version}
+            differing = {where: theirs[package] for where, theirs in places.items() if theirs[package] != version}
             if differing:
                 found[package] = differing
         return found

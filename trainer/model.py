@@ -110,6 +110,11 @@ def _vocabulary(values: pd.Series) -> np.ndarray:
     return np.sort(values.dropna().unique().astype(object))
 
 
+def _in_process() -> joblib.parallel_config:
+    """Give the joblib context that keeps nested Parallel calls serial, in this process, and quiet."""
+    return joblib.parallel_config(backend="sequential", verbose=0)
+
+
 class InProcessPipeline(Pipeline):
     """A Pipeline whose nested joblib work (encoders, the forest's trees) stays in its process.
 
@@ -120,19 +125,19 @@ class InProcessPipeline(Pipeline):
     """
 
     def fit(self, X, y=None, **params):  # noqa: N803
-        with joblib.parallel_config(backend="sequential", verbose=0):
+        with _in_process():
             return super().fit(X, y, **params)
 
     def predict(self, X, **params):  # noqa: N803
-        with joblib.parallel_config(backend="sequential", verbose=0):
+        with _in_process():
             return super().predict(X, **params)
 
     def predict_proba(self, X, **params):  # noqa: N803
-        with joblib.parallel_config(backend="sequential", verbose=0):
+        with _in_process():
             return super().predict_proba(X, **params)
 
     def score(self, X, y=None, sample_weight=None, **params):  # noqa: N803
-        with joblib.parallel_config(backend="sequential", verbose=0):
+        with _in_process():
             return super().score(X, y, sample_weight=sample_weight, **params)
 
 
