@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every linter the project holds itself to: ruff, yamllint, hadolint, shellcheck, compose config.
+# Every linter the project holds itself to: ruff, yamllint, hadolint, shellcheck, ansible-lint, compose config.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -14,6 +14,7 @@ log "ruff";       "${bin}/ruff" check . && "${bin}/ruff" format --check .
 log "yamllint";   "${bin}/yamllint" --strict -c .yamllint.yaml .
 log "hadolint";   "${bin}/hadolint" --failure-threshold info docker/Dockerfile
 log "shellcheck"; "${bin}/shellcheck" -x scripts/*.sh .ci/run
+log "ansible-lint (production profile)"; (cd ansible && "../${bin}/ansible-lint" --strict -q)
 if docker compose version >/dev/null 2>&1; then
   log "compose config"; docker compose config --quiet
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: every test, Docker-backed end-to-end ones included.
 #
-#   scripts/test.sh                  # all of it (about 10 minutes on 2 cores, cold)
+#   scripts/test.sh                  # all of it (about 25 minutes on 2 cores, cold; Ansible on 3 VMs included)
 #   scripts/test.sh -m "not docker"  # the fast part, no Docker engine needed
 #
 # Arguments go to pytest. Installs Docker and Compose (as root) and the offline base image

@@ -1,0 +1,377 @@
+"""The Ansible path, for real: three VM containers (systemd, sshd, their own Docker engine),
+the playbooks run over SSH, a TLS Dask cluster across the VMs, a client on this machine.
+
+vm1 runs the scheduler (and the trainer), vm2 and vm3 the workers. The tests run in file
+order on one cluster: site.yml twice, then real work, then the playbooks that change it
+(train, scale down and up, rolling restart, upgrade, teardown).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from distributed import Client, Event
+from distributed.security import Security
+
+from tests.vms import VmFleet, destroy_leftovers
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE = ROOT / "ansible"
+BIN = Path(sys.executable).parent
+PREFIX = "skfleet-ansible-test"
+TAG = "e2e"
+
+
+@dataclass
+class Playbooks:
+    """The VM fleet, its inventory and a way to run the playbooks against it."""
+
+    fleet: VmFleet
+    inventory_dir: Path
+    runs_dir: Path
+    timings: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def scheduler(self) -> str:
+        return f"tls://{self.fleet.vm('vm1').address}:8786"
+
+    def write_inventory(self, workers: list[str], retired: list[str] | None = None) -> None:
+        self.fleet.write_inventory(
+            self.inventory_dir / "hosts.ini",
+            {
+                "dask_scheduler": ["vm1"],
+                "dask_workers": workers,
+                "dask_workers_retired": retired or [],
+                "trainer": [],
+            },
+        )
+
+    def run(self, playbook: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run one playbook; give its output (failing the test, with that output, on a non-zero exit)."""
+        command = [str(BIN / "ansible-playbook"), "-i", str(self.inventory_dir / "hosts.ini"), playbook, *extra]
+        env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
+        started = time.monotonic()
+        result = subprocess.run(command, cwd=ANSIBLE, env=env, capture_output=True, text=True, timeout=1200)
+        self.timings.setdefault(playbook, []).append(time.monotonic() - started)
+        if check and result.returncode != 0:
+            pytest.fail(f"{playbook} exited {result.returncode}\n{result.stdout[-20000:]}\n{result.stderr[-5000:]}")
+        return result
+
+    def client(self, **tls: str) -> Client:
+        """Give a TLS client of the cluster with the trainer's certificate (or the files given)."""
+        tls_dir = self.inventory_dir / "tls"
+        security = Security(
+            tls_ca_file=tls.get("ca", str(tls_dir / "ca.pem")),
+            tls_client_cert=tls.get("cert", str(tls_dir / "trainer.pem")),
+            tls_client_key=tls.get("key", str(tls_dir / "trainer.key")),
+            require_encryption=True,
+        )
+        return Client(self.scheduler, security=security, timeout=30)
+
+    def containers(self, vm: str) -> list[str]:
+        """Give the names of the skfleet containers on a VM, running or not."""
+        output = self.fleet.ssh(self.fleet.vm(vm), "sudo docker ps --all --format '{{.Names}}'").stdout
+        return sorted(name for name in output.split() if name.startswith("skfleet-"))
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """Give PLAY RECAP's counters per host."""
+    counters = {}
+    for host, fields in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, flags=re.MULTILINE):
+        counters[host] = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", fields)}
+    return counters
+
+
+def worker_hosts(client: Client) -> dict[str, str]:
+    """Give the worker addresses by their host's address."""
+    return {info["host"]: address for address, info in client.scheduler_info()["workers"].items()}
+
+
+def cluster_functions() -> tuple[Callable[[int], bytes], Callable[[bytes, float, int], int], Callable[[bytes, int, str], int]]:
+    """Give the functions the tests send to the workers.
+
+    Local functions, so that Dask pickles them by value: the workers can't import this module.
+    """
+
+    def random_payload(n_bytes: int) -> bytes:
+        return os.urandom(n_bytes)
+
+    def slow_checksum(payload: bytes, delay: float, salt: int) -> int:
+        time.sleep(delay)
+        return zlib.crc32(payload) + salt
+
+    def gated_checksum(payload: bytes, salt: int, gate: str) -> int:
+        # Runs (blocked) until the test opens the gate: the computation is surely in flight
+        # while a playbook changes the cluster under it.
+        Event(gate).wait(timeout=900)
+        return zlib.crc32(payload) + salt
+
+    return random_payload, slow_checksum, gated_checksum
+
+
+random_payload, slow_checksum, gated_checksum = cluster_functions()
+
+
+@pytest.fixture(scope="module")
+def playbooks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Playbooks]:
+    subprocess.run([str(ROOT / "scripts" / "build-vm-image.sh")], check=True, timeout=900)
+    destroy_leftovers(PREFIX)
+    work = tmp_path_factory.mktemp("ansible")
+    fleet = VmFleet(PREFIX, work_dir=work / "vms")
+    inventory_dir = work / "inventory"
+    inventory_dir.mkdir()
+    (inventory_dir / "group_vars").mkdir()
+    runs_dir = work / "runs"
+    # The images are built on this controller by the role itself (dask_images_build), with
+    # the build settings scripts/test.sh exported (offline base image, pip CA bundle).
+    group_vars = {
+        "skfleet_image_tag": TAG,
+        "dask_images_build": True,
+        "dask_images_archive_dir": str(work / "image-archives"),
+        "trainer_fetch_dir": str(runs_dir),
+        # The VMs' facts see this whole machine; size the workers like small VMs.
+        "dask_worker_nthreads": 1,
+        "dask_worker_memory_limit": "2GiB",
+        # The firewall on, admitting the cluster and this controller (the network's gateway).
+        "skfleet_firewall": True,
+        "skfleet_firewall_allowed_sources": [fleet.gateway],
+    }
+    (inventory_dir / "group_vars" / "all.yml").write_text(json.dumps(group_vars, indent=2))
+    cluster = Playbooks(fleet, inventory_dir, runs_dir)
+    cluster.write_inventory(["vm2", "vm3"])
+    try:
+        fleet.boot()
+        cluster.run("site.yml")
+        yield cluster
+    except BaseException:
+        for vm in fleet.vms:
+            print(f"\n===== journal of {vm.name} =====\n{fleet.logs(vm)}")
+        raise
+    finally:
+        print("\nplaybook timings (s):", {name: [round(t, 1) for t in times] for name, times in cluster.timings.items()})
+        fleet.destroy()
+
+
+def test_site_converges_and_a_second_run_changes_nothing(playbooks: Playbooks) -> None:
+    second = playbooks.run("site.yml")
+    counters = recap(second.stdout)
+    assert set(counters) >= {"vm1", "vm2", "vm3"}, second.stdout[-3000:]
+    changed = {host: numbers["changed"] for host, numbers in counters.items() if numbers["changed"]}
+    assert changed == {}, second.stdout[-20000:]
+    assert "skfleet-scheduler" in playbooks.containers("vm1")
+    assert playbooks.containers("vm2") == playbooks.containers("vm3") == ["skfleet-worker"]
+
+
+def test_a_task_on_one_vm_consumes_a_result_made_on_the_other(playbooks: Playbooks) -> None:
+    vm2, vm3 = playbooks.fleet.vm("vm2").address, playbooks.fleet.vm("vm3").address
+    with playbooks.client() as client:
+        workers = worker_hosts(client)
+        assert set(workers) == {vm2, vm3}
+        payload = client.submit(random_payload, 1 << 20, workers=[workers[vm2]], allow_other_workers=False, pure=False)
+        checksum = client.submit(slow_checksum, payload, 0, 0, workers=[workers[vm3]], allow_other_workers=False)
+        assert checksum.result(timeout=60) == zlib.crc32(payload.result(timeout=60))
+        where = client.who_has([payload, checksum])
+        assert list(where[checksum.key]) == [workers[vm3]]  # computed on vm3 ...
+        assert set(where[payload.key]) == {workers[vm2], workers[vm3]}  # ... from bytes made on vm2, copied over
+
+
+def test_plain_tcp_is_refused(playbooks: Playbooks) -> None:
+    address = playbooks.scheduler.replace("tls://", "tcp://")
+    with pytest.raises((OSError, TimeoutError)):
+        Client(address, timeout=5)
+
+
+def test_a_certificate_from_another_ca_is_refused(playbooks: Playbooks, tmp_path: Path) -> None:
+    ca_key, ca_cert = make_certificate("intruder CA", issuer=None, path=tmp_path / "ca")
+    make_certificate("intruder", issuer=(ca_key, ca_cert), path=tmp_path / "client")
+    with pytest.raises((OSError, TimeoutError)):
+        playbooks.client(cert=str(tmp_path / "client.pem"), key=str(tmp_path / "client.key"))
+    # The cluster's own CA and a stranger's client certificate: refused too.
+    with pytest.raises((OSError, TimeoutError)):
+        playbooks.client(
+            ca=str(playbooks.inventory_dir / "tls" / "ca.pem"),
+            cert=str(tmp_path / "client.pem"),
+            key=str(tmp_path / "client.key"),
+        )
+
+
+def test_dask_listens_on_the_private_address_only(playbooks: Playbooks) -> None:
+    for vm_name, ports in (("vm1", {8786, 8787}), ("vm2", {8788, 8790, 8795})):
+        vm = playbooks.fleet.vm(vm_name)
+        listening = playbooks.fleet.ssh(vm, "ss -Hltn").stdout
+        endpoints = {line.split()[3] for line in listening.splitlines()}
+        for port in ports:
+            assert f"{vm.address}:{port}" in endpoints, listening
+            assert not {f"0.0.0.0:{port}", f"*:{port}", f"[::]:{port}"} & endpoints, listening
+
+
+def test_the_firewall_drops_strangers(playbooks: Playbooks) -> None:
+    """A machine on the same network but outside the cluster reaches SSH, not Dask."""
+    scheduler = playbooks.fleet.vm("vm1").address
+    probe = (
+        f"timeout 5 bash -c 'echo > /dev/tcp/{scheduler}/22' && echo ssh-open; "
+        f"timeout 5 bash -c 'echo > /dev/tcp/{scheduler}/8786' && echo dask-open; true"
+    )
+    stranger = subprocess.run(
+        ["docker", "run", "--rm", "--network", playbooks.fleet.network, "--entrypoint", "bash",
+         playbooks.fleet.image, "-c", probe],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert stranger.stdout.split() == ["ssh-open"], stranger.stdout + stranger.stderr
+
+
+def test_host_tls_files_are_private(playbooks: Playbooks) -> None:
+    listing = playbooks.fleet.ssh(playbooks.fleet.vm("vm2"), "sudo sh -c \"stat -c '%n %a %u' /etc/skfleet/tls/*\"").stdout
+    modes = {Path(name).name: (mode, owner) for name, mode, owner in (line.split() for line in listing.splitlines())}
+    assert modes["node.key"] == ("600", "10001")
+    assert modes["node.pem"][0] == modes["ca.pem"][0] == "640"
+    assert "ca.key" not in modes  # the CA key never leaves the controller
+
+
+def test_train_fetches_the_run_folder(playbooks: Playbooks) -> None:
+    playbooks.run(
+        "train.yml",
+        "-e",
+        json.dumps({"trainer_args": ["--synthetic-rows", "6000", "--param", "max_depth=4,8", "--param", "n_estimators=10"]}),
+    )
+    runs = sorted(playbooks.runs_dir.iterdir())
+    assert len(runs) == 1
+    results = json.loads((runs[0] / "results.json").read_text())
+    assert {path.name for path in runs[0].iterdir()} >= {"results.json", "cv_results.csv", "model.skops"}
+    assert results["scheduler_address"] == playbooks.scheduler
+    assert results["local_cluster"] is False
+    assert results["n_workers"] == 2
+    assert results["n_fits"] == 2 * 3
+    assert 0.5 < results["test_accuracy"] <= 1
+    assert results["test_accuracy"] >= results["baseline_accuracy"]
+
+
+def test_scale_down_retires_the_worker_and_its_data_moves(playbooks: Playbooks) -> None:
+    vm2, vm3 = playbooks.fleet.vm("vm2").address, playbooks.fleet.vm("vm3").address
+    with playbooks.client() as client:
+        workers = worker_hosts(client)
+        # Data only vm3 holds, and a computation that needs it, held in flight until scale.yml is done.
+        payload = client.submit(random_payload, 1 << 20, workers=[workers[vm3]], allow_other_workers=False, pure=False)
+        expected = zlib.crc32(payload.result(timeout=60))
+        gate = Event("scale-down", client=client)
+        running = [client.submit(gated_checksum, payload, salt, gate.name) for salt in range(8)]
+        wait_until(lambda: any(client.processing().values()), "the gated tasks to start")
+
+        playbooks.write_inventory(["vm2"], retired=["vm3"])
+        playbooks.run("scale.yml")
+        gate.set()
+
+        assert client.gather(running) == [expected + salt for salt in range(8)]
+        assert set(worker_hosts(client)) == {vm2}
+        # The very bytes moved to vm2 (a recomputation would have made new random ones).
+        assert list(client.who_has([payload])[payload.key]) == [workers[vm2]]
+        assert zlib.crc32(payload.result(timeout=60)) == expected
+    assert playbooks.containers("vm3") == []
+
+
+def test_scale_up_adds_the_host_back(playbooks: Playbooks) -> None:
+    playbooks.write_inventory(["vm2", "vm3"])
+    playbooks.run("scale.yml")
+    with playbooks.client() as client:
+        assert set(worker_hosts(client)) == {playbooks.fleet.vm("vm2").address, playbooks.fleet.vm("vm3").address}
+
+
+def test_rolling_restart_keeps_a_computation_alive(playbooks: Playbooks) -> None:
+    started_before = {vm: worker_started_at(playbooks, vm) for vm in ("vm2", "vm3")}
+    with playbooks.client() as client:
+        payload = client.submit(random_payload, 1 << 16, pure=False)
+        expected = zlib.crc32(payload.result(timeout=60))
+        gate = Event("rolling-restart", client=client)
+        running = [client.submit(gated_checksum, payload, salt, gate.name) for salt in range(8)]
+        wait_until(lambda: any(client.processing().values()), "the gated tasks to start")
+
+        playbooks.run("rolling-restart.yml")
+        gate.set()
+
+        assert client.gather(running) == [expected + salt for salt in range(8)]
+        assert zlib.crc32(payload.result(timeout=60)) == expected  # moved, never recomputed
+        assert len(worker_hosts(client)) == 2
+    for vm in ("vm2", "vm3"):
+        assert worker_started_at(playbooks, vm) > started_before[vm]
+
+
+def test_upgrade_moves_every_host_to_the_new_version(playbooks: Playbooks) -> None:
+    next_tag = f"{TAG}-next"
+    for image in ("runtime", "trainer"):
+        derive_image(f"skfleet/{image}:{TAG}", f"skfleet/{image}:{next_tag}")
+    output = playbooks.run("upgrade.yml", "-e", f"skfleet_image_tag={next_tag}").stdout
+    assert "all versions match" in output, output[-5000:]
+    assert "TLS: yes" in output and "2 workers" in output, output[-5000:]
+    for vm, name in (("vm1", "skfleet-scheduler"), ("vm2", "skfleet-worker"), ("vm3", "skfleet-worker")):
+        image = playbooks.fleet.ssh(playbooks.fleet.vm(vm), f"sudo docker inspect --format '{{{{.Config.Image}}}}' {name}")
+        assert image.stdout.strip() == f"skfleet/runtime:{next_tag}"
+    with playbooks.client() as client:
+        assert len(worker_hosts(client)) == 2
+
+
+def test_teardown_leaves_no_skfleet_container(playbooks: Playbooks) -> None:
+    playbooks.run("teardown.yml", "-e", "skfleet_image_tag=e2e-next", "-e", "teardown_remove_images=true")
+    for vm in ("vm1", "vm2", "vm3"):
+        assert playbooks.containers(vm) == []
+        images = playbooks.fleet.ssh(playbooks.fleet.vm(vm), "sudo docker images --format '{{.Repository}}:{{.Tag}}'")
+        assert f"skfleet/runtime:{TAG}-next" not in images.stdout.split()
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.5)
+
+
+def worker_started_at(playbooks: Playbooks, vm: str) -> str:
+    command = "sudo docker inspect --format '{{.State.StartedAt}}' skfleet-worker"
+    return playbooks.fleet.ssh(playbooks.fleet.vm(vm), command).stdout.strip()
+
+
+def derive_image(source: str, target: str) -> None:
+    """Tag a new image ID on top of SOURCE: a new version for upgrade.yml, in a second."""
+    dockerfile = f"FROM {source}\nLABEL skfleet.test.upgrade={target}\n"
+    subprocess.run(["docker", "build", "--quiet", "-t", target, "-"], input=dockerfile, text=True, check=True, timeout=120)
+
+
+def make_certificate(name: str, issuer: tuple | None, path: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """Write PATH.pem and PATH.key: a CA when ISSUER is None, else a client certificate it signs."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    issuer_key, issuer_cert = issuer or (key, None)
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_cert.subject if issuer_cert else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    certificate = builder.sign(issuer_key, hashes.SHA256())
+    path.with_suffix(".pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    path.with_suffix(".key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return key, certificate

@@ -1,0 +1,371 @@
+"""Containers that stand in for Debian VMs: a small fleet on one machine, reached over real SSH.
+
+Each VM is a container of the image scripts/build-vm-image.sh makes (systemd as PID 1,
+sshd, sudo user `ops`), with a fixed address on a bridge network of its own, run the way
+/work/shared/VM_TEST_HOSTS.md found to work on Docker 20.10 with cgroup v1: not
+privileged, every capability but three, no seccomp filter, a private cgroup namespace,
+and /var/lib/docker on a volume so a nested engine gets overlay2.
+
+Everything created carries the label `skfleet.test=vms` (and the fleet's prefix), so
+`destroy_leftovers(prefix)` can clear what a killed test run left behind.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_IMAGE = "skfleet/vm:bookworm"
+DEFAULT_SUBNET = "10.231.7.0/24"
+LABEL = "skfleet.test=vms"
+FLEET_LABEL = "skfleet.test.fleet"  # its value: the fleet's name prefix
+USER = "ops"
+# The first VM gets the subnet's 11th address: room below for the gateway and helpers.
+FIRST_HOST_OFFSET = 11
+DOCKER_TIMEOUT_S = 60.0
+BOOT_TIMEOUT_S = 180.0
+POLL_INTERVAL_S = 0.5
+SSH_OPTIONS = (
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "ConnectTimeout=5",
+)
+# What a VM container may do: everything a VM's root may, except change the host's
+# resources limits, clock or kernel modules. `--privileged` fails on this kind of host
+# (CAP_SYS_RESOURCE is outside the bounding set, and 20.10 ignores --cap-drop with it).
+VM_SECURITY = (
+    "--cgroupns=private",
+    "--cap-add",
+    "ALL",
+    "--cap-drop",
+    "SYS_RESOURCE",
+    "--cap-drop",
+    "SYS_TIME",
+    "--cap-drop",
+    "SYS_MODULE",
+    # Nested containers need it ("unable to join session keyring" otherwise).
+    "--security-opt",
+    "seccomp=unconfined",
+)
+
+
+class VmFleetError(RuntimeError):
+    """The fleet could not be created, booted, reached or removed."""
+
+
+class CommandError(VmFleetError):
+    """A command failed or timed out; the message holds its stderr."""
+
+    def __init__(self, command: Sequence[str], detail: str) -> None:
+        super().__init__(f"`{' '.join(command)}` {detail}")
+        self.command = list(command)
+
+
+def run_command(command: Sequence[str], timeout: float, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Give the finished command; raise CommandError with its stderr when it fails or runs past timeout."""
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as error:
+        raise CommandError(command, f"timed out after {timeout:.0f} s: {error.stderr or ''}") from None
+    if check and result.returncode != 0:
+        raise CommandError(command, f"exited {result.returncode}: {result.stderr.strip() or result.stdout.strip()}")
+    return result
+
+
+def docker(*args: str, timeout: float = DOCKER_TIMEOUT_S, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Give the result of one `docker` CLI call."""
+    return run_command(["docker", *args], timeout=timeout, check=check)
+
+
+@dataclass(frozen=True)
+class Vm:
+    """One VM of the fleet: its name (also its hostname), address and container."""
+
+    name: str
+    address: str
+    container: str
+
+
+class VmFleet:
+    """A few VM containers on a bridge network of their own, reachable as ops@address with one SSH key."""
+
+    def __init__(
+        self,
+        prefix: str,
+        *,
+        work_dir: Path,
+        names: Sequence[str] = ("vm1", "vm2", "vm3"),
+        image: str = DEFAULT_IMAGE,
+        subnet: str = DEFAULT_SUBNET,
+        boot_timeout_s: float = BOOT_TIMEOUT_S,
+    ) -> None:
+        network = ipaddress.ip_network(subnet)
+        if len(names) != len(set(names)) or not names:
+            raise VmFleetError(f"VM names must be distinct and at least one: {list(names)}")
+        if FIRST_HOST_OFFSET + len(names) >= network.num_addresses:
+            raise VmFleetError(f"subnet {subnet} is too small for {len(names)} VMs")
+        self.prefix = prefix
+        self.network = prefix
+        self.subnet = str(network)
+        self.gateway = str(network.network_address + 1)
+        self.image = image
+        self.work_dir = Path(work_dir)
+        self.boot_timeout_s = boot_timeout_s
+        self.user = USER
+        self.vms = [
+            Vm(name=name, address=str(network.network_address + FIRST_HOST_OFFSET + index), container=f"{prefix}-{name}")
+            for index, name in enumerate(names)
+        ]
+
+    @property
+    def private_key(self) -> Path:
+        """Give the path of the SSH key every VM's `ops` accepts."""
+        return self.work_dir / "id_ed25519"
+
+    def vm(self, name: str) -> Vm:
+        """Give the VM of that name."""
+        for vm in self.vms:
+            if vm.name == name:
+                return vm
+        raise KeyError(name)
+
+    def boot(self) -> None:
+        """Create the network, key, volumes and containers, then wait until every VM runs and answers SSH."""
+        self._check_nothing_in_the_way()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._make_key()
+        docker(
+            "network",
+            "create",
+            "--driver",
+            "bridge",
+            "--subnet",
+            self.subnet,
+            "--gateway",
+            self.gateway,
+            *self._labels(),
+            self.network,
+        )
+        for vm in self.vms:
+            docker("volume", "create", *self._labels(), self._volume(vm))
+            docker("run", *self._run_arguments(vm))
+        deadline = time.monotonic() + self.boot_timeout_s
+        for vm in self.vms:
+            self._wait_for_systemd(vm, deadline)
+        for vm in self.vms:
+            self._wait_for_ssh(vm, deadline)
+
+    def ssh_command(self, vm: Vm, command: str) -> list[str]:
+        """Give the argv that runs a shell command on the VM as `ops` over SSH."""
+        return ["ssh", "-i", str(self.private_key), *SSH_OPTIONS, f"{self.user}@{vm.address}", command]
+
+    def ssh(self, vm: Vm, command: str, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Give the result of a shell command run on the VM as `ops` over SSH."""
+        return run_command(self.ssh_command(vm, command), timeout=timeout, check=check)
+
+    def write_inventory(self, path: Path, groups: Mapping[str, Sequence[str]] | None = None) -> Path:
+        """Give an Ansible INI inventory of the VMs (in `groups`, by VM name; default one group `vms`)."""
+        groups = groups or {"vms": [vm.name for vm in self.vms]}
+        lines = []
+        for group, members in groups.items():
+            lines.append(f"[{group}]")
+            lines += [f"{name} ansible_host={self.vm(name).address}" for name in members]
+            lines.append("")
+        ssh_arguments = " ".join(SSH_OPTIONS[:4])  # host key checking off: every fleet has new keys
+        lines += [
+            "[all:vars]",
+            f"ansible_user={self.user}",
+            f"ansible_ssh_private_key_file={self.private_key}",
+            "ansible_python_interpreter=/usr/bin/python3",
+            f"ansible_ssh_common_args='{ssh_arguments}'",
+            "",
+        ]
+        path.write_text("\n".join(lines))
+        return path
+
+    def partition(self, vm: Vm) -> None:
+        """Cut the VM off the network (the container keeps running)."""
+        if self._connected(vm):
+            docker("network", "disconnect", self.network, vm.container)
+
+    def heal(self, vm: Vm) -> None:
+        """Put a partitioned VM back on the network, at its own address."""
+        if not self._connected(vm):
+            docker("network", "connect", "--ip", vm.address, self.network, vm.container)
+
+    def logs(self, vm: Vm, lines: int = 200) -> str:
+        """Give the tail of the VM's journal, or of its console when the journal cannot be read."""
+        journal = docker("exec", vm.container, "journalctl", "--boot", "--no-pager", "-n", str(lines), check=False)
+        if journal.returncode == 0:
+            return journal.stdout
+        console = docker("logs", "--tail", str(lines), vm.container, check=False)
+        return f"(no journal: {journal.stderr.strip()})\n{console.stdout}{console.stderr}"
+
+    def destroy(self) -> None:
+        """Remove the containers, volumes and network; safe on a fleet partly booted or already destroyed."""
+        remove_resources(
+            containers=[vm.container for vm in self.vms],
+            volumes=[self._volume(vm) for vm in self.vms],
+            networks=[self.network],
+        )
+
+    def _labels(self) -> list[str]:
+        return ["--label", LABEL, "--label", f"{FLEET_LABEL}={self.prefix}"]
+
+    def _volume(self, vm: Vm) -> str:
+        return f"{vm.container}-docker"
+
+    def _run_arguments(self, vm: Vm) -> list[str]:
+        return [
+            "--detach",
+            "--tty",  # systemd wants a console; also how VM_TEST_HOSTS.md booted it
+            "--name",
+            vm.container,
+            "--hostname",
+            vm.name,
+            *self._labels(),
+            "--network",
+            self.network,
+            "--ip",
+            vm.address,
+            *VM_SECURITY,
+            "--tmpfs",
+            "/run",
+            "--tmpfs",
+            "/run/lock",
+            "--volume",
+            f"{self._volume(vm)}:/var/lib/docker",
+            "--volume",
+            f"{self.work_dir / 'authorized_keys'}:/home/{self.user}/.ssh/authorized_keys:ro",
+            # Lets ansible.builtin.reboot (and a crash) bring the VM back, as a VM would.
+            "--restart",
+            "unless-stopped",
+            self.image,
+        ]
+
+    def _check_nothing_in_the_way(self) -> None:
+        if shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
+            raise VmFleetError("the VMs are reached over SSH: install openssh-client (ssh, ssh-keygen)")
+        if docker("image", "inspect", self.image, check=False).returncode != 0:
+            raise VmFleetError(f"no image {self.image}: build it with scripts/build-vm-image.sh")
+        leftovers = docker("ps", "--all", "--quiet", "--filter", f"label={FLEET_LABEL}={self.prefix}").stdout.split()
+        if leftovers:
+            raise VmFleetError(
+                f"containers of an earlier fleet {self.prefix!r} still exist: "
+                f"call tests.vms.destroy_leftovers({self.prefix!r}) or remove them with docker rm -f"
+            )
+        wanted = ipaddress.ip_network(self.subnet)
+        for name, subnet in network_subnets().items():
+            if ipaddress.ip_network(subnet).overlaps(wanted):
+                raise VmFleetError(
+                    f"subnet {self.subnet} is already used by Docker network {name!r} ({subnet}): "
+                    f"pass another subnet to VmFleet, or remove that network"
+                )
+
+    def _make_key(self) -> None:
+        for path in (self.private_key, self.private_key.with_suffix(".pub")):
+            path.unlink(missing_ok=True)
+        run_command(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{self.prefix}-test", "-f", str(self.private_key)],
+            timeout=30,
+        )
+        authorized_keys = self.work_dir / "authorized_keys"
+        authorized_keys.write_text(self.private_key.with_suffix(".pub").read_text())
+        # sshd reads it as ops through the bind mount: world-readable, writable by its owner only.
+        authorized_keys.chmod(0o644)
+
+    def _wait_for_systemd(self, vm: Vm, deadline: float) -> None:
+        state = "not started"
+        while time.monotonic() < deadline:
+            running = docker("inspect", "--format", "{{.State.Running}}", vm.container, check=False).stdout.strip()
+            if running != "true":
+                raise VmFleetError(f"VM {vm.name} stopped while booting:\n{self.logs(vm)}")
+            try:
+                result = docker("exec", vm.container, "systemctl", "is-system-running", check=False, timeout=15)
+            except CommandError as error:  # a booting systemd may not answer yet: ask again
+                state = str(error)
+                continue
+            state = result.stdout.strip() or result.stderr.strip()
+            if state == "running":
+                return
+            if state == "degraded":
+                failed = docker("exec", vm.container, "systemctl", "--failed", "--no-legend", "--plain", check=False)
+                print(f"VM {vm.name} booted degraded; failed units:\n{failed.stdout}", file=sys.stderr)
+                return
+            time.sleep(POLL_INTERVAL_S)
+        raise VmFleetError(f"VM {vm.name} not booted after {self.boot_timeout_s:.0f} s (systemd: {state!r}):\n{self.logs(vm)}")
+
+    def _wait_for_ssh(self, vm: Vm, deadline: float) -> None:
+        answer = ""
+        while time.monotonic() < deadline:
+            try:
+                result = self.ssh(vm, "true", timeout=15, check=False)
+            except CommandError as error:
+                answer = str(error)
+                continue
+            if result.returncode == 0:
+                return
+            answer = result.stderr.strip()
+            time.sleep(POLL_INTERVAL_S)
+        raise VmFleetError(
+            f"VM {vm.name} ({vm.address}) does not answer SSH as {self.user} after {self.boot_timeout_s:.0f} s "
+            f"(last answer: {answer!r}):\n{self.logs(vm)}"
+        )
+
+    def _connected(self, vm: Vm) -> bool:
+        template = "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}"
+        return self.network in docker("inspect", "--format", template, vm.container).stdout.split()
+
+
+def network_subnets() -> dict[str, str]:
+    """Give each Docker network's name and subnet (the first, for networks with several)."""
+    identifiers = docker("network", "ls", "--quiet").stdout.split()
+    if not identifiers:
+        return {}
+    described = docker("network", "inspect", "--format", "{{.Name}}{{range .IPAM.Config}} {{.Subnet}}{{end}}", *identifiers)
+    subnets = {}
+    for line in described.stdout.splitlines():
+        name, *network_subnets_of_it = line.split()
+        if network_subnets_of_it:
+            subnets[name] = network_subnets_of_it[0]
+    return subnets
+
+
+def remove_resources(containers: Sequence[str], volumes: Sequence[str], networks: Sequence[str]) -> None:
+    """Remove containers (running or not), then volumes, then networks; those already gone are skipped."""
+    for kind, names, command in (
+        ("container", containers, ("rm", "--force", "--volumes")),
+        ("volume", volumes, ("volume", "rm", "--force")),
+        ("network", networks, ("network", "rm")),
+    ):
+        for name in names:
+            result = docker(*command, name, check=False, timeout=120)
+            if result.returncode != 0 and "no such" not in result.stderr.lower() and "not found" not in result.stderr.lower():
+                raise VmFleetError(f"cannot remove {kind} {name}: {result.stderr.strip()}")
+
+
+def destroy_leftovers(prefix: str) -> None:
+    """Remove every container, volume and network an earlier fleet of this prefix left behind."""
+    selector = ("--filter", f"label={FLEET_LABEL}={prefix}", "--filter", f"label={LABEL}")
+    remove_resources(
+        containers=docker("ps", "--all", "--quiet", *selector).stdout.split(),
+        volumes=docker("volume", "ls", "--quiet", *selector).stdout.split(),
+        networks=docker("network", "ls", "--quiet", *selector).stdout.split(),
+    )
+
+
+if __name__ == "__main__":  # `python -m tests.vms PREFIX`: clear a killed run's leftovers
+    destroy_leftovers(sys.argv[1] if len(sys.argv) > 1 else "skfleet-vmtest")
