@@ -63,3 +63,14 @@ ensure_pip_ca_bundle() {
     export PIP_CA_BUNDLE="${bundle}"
   fi
 }
+
+# The SSH client the Ansible tests drive the VM stand-ins with (ssh, ssh-keygen).
+ensure_ssh_client() {
+  if command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1; then
+    return
+  fi
+  [[ "$(id -u)" -eq 0 ]] || die "no ssh client: install openssh-client"
+  log "installing openssh-client"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-client >/dev/null
+}

@@ -17,6 +17,7 @@ fi
 cd "${SKFLEET_ROOT}"
 "${SKFLEET_ROOT}/scripts/dev-env.sh"
 ensure_engine
+ensure_ssh_client
 ensure_base_image
 ensure_pip_ca_bundle
 exec .venv/bin/pytest "$@"
