@@ -42,6 +42,11 @@ ANSIBLE = ROOT / "ansible"
 BIN = Path(sys.executable).parent
 PREFIX = "skfleet-ansible-test"
 TAG = "e2e"
+NEXT_TAG = "e2e-next"
+# The test registry's last address byte on the VMs' network (the VMs are .11 and up).
+REGISTRY_HOST = 5
+REGISTRY_IMAGE = "skfleet-test/registry:bookworm"
+REGISTRY_PUSH_PORT = 5055
 
 
 @dataclass
@@ -51,7 +56,18 @@ class Playbooks:
     fleet: VmFleet
     inventory_dir: Path
     runs_dir: Path
+    group_vars: dict[str, object]
     timings: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def registry(self) -> str:
+        """Give the test registry's address as the VMs reach it (the upgrade ships through it)."""
+        return f"{self.fleet.gateway.rsplit('.', 1)[0]}.{REGISTRY_HOST}:5000"
+
+    def set_group_vars(self, **settings: object) -> None:
+        """Change group_vars/all.yml, as a user edits the inventory."""
+        self.group_vars.update(settings)
+        (self.inventory_dir / "group_vars" / "all.yml").write_text(json.dumps(self.group_vars, indent=2))
 
     @property
     def scheduler(self) -> str:
@@ -143,26 +159,28 @@ def playbooks(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
     inventory_dir = work / "inventory"
     inventory_dir.mkdir()
     (inventory_dir / "group_vars").mkdir()
-    runs_dir = work / "runs"
+    cluster = Playbooks(fleet, inventory_dir, work / "runs", group_vars={})
     # The images are built on this controller by the role itself (dask_images_build), with
-    # the build settings scripts/test.sh exported (offline base image, pip CA bundle).
-    group_vars = {
-        "skfleet_image_tag": TAG,
-        "dask_images_build": True,
-        "dask_images_archive_dir": str(work / "image-archives"),
-        "trainer_fetch_dir": str(runs_dir),
+    # the build settings scripts/test.sh exported (offline base image, pip CA bundle), and
+    # shipped without a registry; upgrade.yml later pulls from the test registry.
+    cluster.set_group_vars(
+        skfleet_image_tag=TAG,
+        dask_images_build=True,
+        dask_images_archive_dir=str(work / "image-archives"),
+        trainer_fetch_dir=str(cluster.runs_dir),
         # The VMs' facts see this whole machine; size the workers like small VMs.
-        "dask_worker_nthreads": 1,
-        "dask_worker_memory_limit": "2GiB",
+        dask_worker_nthreads=1,
+        dask_worker_memory_limit="2GiB",
         # The firewall on, admitting the cluster and this controller (the network's gateway).
-        "skfleet_firewall": True,
-        "skfleet_firewall_allowed_sources": [fleet.gateway],
-    }
-    (inventory_dir / "group_vars" / "all.yml").write_text(json.dumps(group_vars, indent=2))
-    cluster = Playbooks(fleet, inventory_dir, runs_dir)
+        skfleet_firewall=True,
+        skfleet_firewall_allowed_sources=[fleet.gateway],
+        # The test registry speaks plain HTTP on the test network.
+        docker_engine_insecure_registries=[cluster.registry],
+    )
     cluster.write_inventory(["vm2", "vm3"])
     try:
         fleet.boot()
+        start_registry(cluster)
         cluster.run("site.yml")
         yield cluster
     except BaseException:
@@ -171,7 +189,9 @@ def playbooks(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
         raise
     finally:
         timings = ", ".join(f"{name} {' / '.join(f'{t:.0f}' for t in times)}" for name, times in cluster.timings.items())
-        request.config.pluginmanager.get_plugin("terminalreporter").write_line(f"\nplaybook wall times (s): {timings}")
+        with request.config.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
+            print(f"\nplaybook wall times (s): {timings}")
+        subprocess.run(["docker", "rm", "--force", f"{PREFIX}-registry"], capture_output=True, timeout=60)
         fleet.destroy()
 
 
@@ -318,26 +338,44 @@ def test_rolling_restart_keeps_a_computation_alive(playbooks: Playbooks) -> None
         assert worker_started_at(playbooks, vm) > started_before[vm]
 
 
-def test_upgrade_moves_every_host_to_the_new_version(playbooks: Playbooks) -> None:
-    next_tag = f"{TAG}-next"
+def test_upgrade_through_a_registry_moves_every_host_to_the_new_version(playbooks: Playbooks) -> None:
     for image in ("runtime", "trainer"):
-        derive_image(f"skfleet/{image}:{TAG}", f"skfleet/{image}:{next_tag}")
-    output = playbooks.run("upgrade.yml", "-e", f"skfleet_image_tag={next_tag}").stdout
+        derive_image(f"skfleet/{image}:{TAG}", f"skfleet/{image}:{NEXT_TAG}")
+        push_image(f"skfleet/{image}:{NEXT_TAG}", playbooks)
+    new_version = ["-e", f"skfleet_image_tag={NEXT_TAG}", "-e", f"skfleet_registry={playbooks.registry}"]
+    output = playbooks.run("upgrade.yml", *new_version).stdout
     assert "all versions match" in output, output[-5000:]
     assert "TLS: yes" in output and "2 workers" in output, output[-5000:]
     for vm, name in (("vm1", "skfleet-scheduler"), ("vm2", "skfleet-worker"), ("vm3", "skfleet-worker")):
         image = playbooks.fleet.ssh(playbooks.fleet.vm(vm), f"sudo docker inspect --format '{{{{.Config.Image}}}}' {name}")
-        assert image.stdout.strip() == f"skfleet/runtime:{next_tag}"
+        assert image.stdout.strip() == f"{playbooks.registry}/skfleet/runtime:{NEXT_TAG}"
     with playbooks.client() as client:
         assert len(worker_hosts(client)) == 2
+    # As the runbook says: the inventory now names the new version, and the next site.yml keeps it.
+    playbooks.set_group_vars(skfleet_image_tag=NEXT_TAG, skfleet_registry=playbooks.registry)
+
+
+def test_rotating_the_ca_locks_out_the_old_certificates(playbooks: Playbooks, tmp_path: Path) -> None:
+    tls_dir = playbooks.inventory_dir / "tls"
+    old = {name: (tls_dir / name).read_bytes() for name in ("ca.pem", "trainer.pem", "trainer.key")}
+    for name, content in old.items():
+        (tmp_path / name).write_bytes(content)
+
+    playbooks.run("rotate-certs.yml", "-e", json.dumps({"dask_tls_rotate_ca": True}))
+
+    assert (tls_dir / "ca.pem").read_bytes() != old["ca.pem"]
+    with playbooks.client() as client:  # the new trainer certificate works ...
+        assert len(worker_hosts(client)) == 2
+    with pytest.raises((OSError, TimeoutError)):  # ... the old one no longer does
+        playbooks.client(ca=str(tmp_path / "ca.pem"), cert=str(tmp_path / "trainer.pem"), key=str(tmp_path / "trainer.key"))
 
 
 def test_teardown_leaves_no_skfleet_container(playbooks: Playbooks) -> None:
-    playbooks.run("teardown.yml", "-e", "skfleet_image_tag=e2e-next", "-e", "teardown_remove_images=true")
+    playbooks.run("teardown.yml", "-e", "teardown_remove_images=true")
     for vm in ("vm1", "vm2", "vm3"):
         assert playbooks.containers(vm) == []
         images = playbooks.fleet.ssh(playbooks.fleet.vm(vm), "sudo docker images --format '{{.Repository}}:{{.Tag}}'")
-        assert f"skfleet/runtime:{TAG}-next" not in images.stdout.split()
+        assert f"{playbooks.registry}/skfleet/runtime:{NEXT_TAG}" not in images.stdout.split()
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout: float = 60) -> None:
@@ -357,6 +395,37 @@ def derive_image(source: str, target: str) -> None:
     """Tag a new image ID on top of SOURCE: a new version for upgrade.yml, in a second."""
     dockerfile = f"FROM {source}\nLABEL skfleet.test.upgrade={target}\n"
     subprocess.run(["docker", "build", "--quiet", "-t", target, "-"], input=dockerfile, text=True, check=True, timeout=120)
+
+
+def start_registry(playbooks: Playbooks) -> None:
+    """Run a registry (Debian's docker-registry) on the VMs' network, published on 127.0.0.1 for pushing."""
+    base = os.environ.get("BASE_IMAGE", "skfleet/base:bookworm")
+    dockerfile = (
+        f"FROM {base}\n"
+        "RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends"
+        " docker-registry && rm -rf /var/lib/apt/lists/*\n"
+        # Debian's config asks for htpasswd logins; the test registry lives on a test network only.
+        "RUN printf 'version: 0.1\\nstorage:\\n  filesystem:\\n    rootdirectory: /var/lib/docker-registry\\n"
+        "http:\\n  addr: :5000\\n' > /etc/docker/registry/open.yml\n"
+        'CMD ["/usr/bin/docker-registry", "serve", "/etc/docker/registry/open.yml"]\n'
+    )
+    subprocess.run(
+        ["docker", "build", "--quiet", "-t", REGISTRY_IMAGE, "-"], input=dockerfile, text=True, check=True, timeout=600
+    )
+    address = playbooks.registry.split(":")[0]
+    subprocess.run(
+        ["docker", "run", "--detach", "--name", f"{PREFIX}-registry", "--label", "skfleet.test=vms",
+         "--label", f"skfleet.test.fleet={PREFIX}", "--network", playbooks.fleet.network, "--ip", address,
+         "--publish", f"127.0.0.1:{REGISTRY_PUSH_PORT}:5000", REGISTRY_IMAGE],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+
+
+def push_image(image: str, playbooks: Playbooks) -> None:
+    """Push IMAGE to the test registry (through its 127.0.0.1 port, which Docker trusts over HTTP)."""
+    local = f"127.0.0.1:{REGISTRY_PUSH_PORT}/{image}"
+    subprocess.run(["docker", "tag", image, local], check=True, timeout=60)
+    subprocess.run(["docker", "push", "--quiet", local], check=True, capture_output=True, timeout=600)
 
 
 def make_certificate(name: str, issuer: tuple | None, path: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
