@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import bz2
+import csv
 import json
+import re
+import socket
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -43,11 +46,51 @@ def test_scheduler_and_dashboard_listen_on_loopback_only(stack: Stack) -> None:
         assert response.read() == b"ok"
 
 
+def test_ports_are_closed_on_every_other_local_address(stack: Stack) -> None:
+    """Published on 127.0.0.1 only: the machine's own network address does not answer."""
+    address = primary_address()
+    assert not address.startswith("127."), address
+    for port in (stack.scheduler_port, stack.dashboard_port):
+        with socket.socket() as probe:
+            probe.settimeout(3)
+            assert probe.connect_ex((address, port)) != 0, f"{address}:{port} answers"
+        with socket.create_connection(("127.0.0.1", port), timeout=3):
+            pass
+
+
 def test_containers_run_as_non_root(stack: Stack) -> None:
     for service in ("scheduler", "worker"):
         uid = stack.compose("exec", "-T", service, "id", "-u").stdout.strip()
         assert uid == "10001", f"{service} runs as uid {uid}"
     assert stack.compose("exec", "-T", "scheduler", "cat", "/proc/1/comm").stdout.strip() == "dumb-init"
+
+
+def test_containers_are_read_only_without_capabilities(stack: Stack) -> None:
+    containers = stack.compose("ps", "--quiet", "scheduler", "worker").stdout.split()
+    assert len(containers) == 1 + N_WORKERS
+    for container in containers:
+        inspected = json.loads(subprocess.run(["docker", "inspect", container], capture_output=True, check=True).stdout)[0]
+        host = inspected["HostConfig"]
+        assert host["ReadonlyRootfs"] is True
+        assert host["Privileged"] is False
+        assert not host["CapAdd"]
+        assert host["CapDrop"] == ["ALL"]
+        assert "no-new-privileges:true" in host["SecurityOpt"]
+    denied = stack.compose("exec", "-T", "worker", "touch", "/opt/skfleet/x", check=False)
+    assert denied.returncode != 0 and "Read-only file system" in denied.stderr
+    # The one-shot services get the same settings.
+    config = json.loads(stack.compose("--profile", "notebook", "config", "--format", "json").stdout)
+    for service in ("trainer", "notebook"):
+        settings = config["services"][service]
+        assert settings["read_only"] is True and settings["cap_drop"] == ["ALL"], service
+        assert "no-new-privileges:true" in settings["security_opt"], service
+
+
+def primary_address() -> str:
+    """Give this machine's address on its default route (a UDP socket sends nothing to learn it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))
+        return probe.getsockname()[0]
 
 
 def test_trainer_on_synthetic_data(stack: Stack) -> None:
@@ -104,6 +147,38 @@ def test_too_few_workers_is_a_cluster_error(stack: Stack) -> None:
     assert result.returncode == 3, result.stderr
     assert f"only {N_WORKERS} of 5 workers joined tcp://scheduler:8786 within 3 s" in result.stderr
     assert sorted(stack.output_dir.iterdir()) == before
+
+
+def test_two_trainers_at_once_get_the_results_each_gets_alone(stack: Stack) -> None:
+    """Concurrent users: overlapping grids on one cluster, neither disturbs the other."""
+    grids = {
+        "a": ["--synthetic-rows", "5000", "--param", "n_estimators=4,8", "--param", "max_depth=4"],
+        "b": ["--synthetic-rows", "5000", "--param", "n_estimators=8", "--param", "max_depth=4,6"],
+    }
+    alone = {name: scores_of(stack, stack.train(*grid)) for name, grid in grids.items()}
+    started = {name: start_training(stack, *grid) for name, grid in grids.items()}
+    together = {}
+    for name, process in started.items():
+        stdout, stderr = process.communicate(timeout=900)
+        assert process.returncode == 0, stderr
+        together[name] = scores_of(stack, subprocess.CompletedProcess(process.args, 0, stdout, stderr))
+    assert together == alone
+
+
+def start_training(stack: Stack, *args: str) -> subprocess.Popen[str]:
+    command = ["docker", "compose", "-f", str(ROOT / "compose.yaml"), "-p", stack.project, "run", "--rm", "--no-deps", "trainer"]
+    return subprocess.Popen([*command, *args], cwd=ROOT, env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def scores_of(stack: Stack, result: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    """Give a finished run's best parameters and every candidate's mean CV score."""
+    assert result.returncode == 0, result.stderr
+    (run_id,) = re.findall(r"^run (\S+) on ", result.stdout, flags=re.MULTILINE)
+    folder = stack.output_dir / run_id
+    results = json.loads((folder / "results.json").read_text())
+    with (folder / "cv_results.csv").open() as table:
+        scores = {row["params"]: float(row["mean_test_score"]) for row in csv.DictReader(table)}
+    return {"best_params": results["best_params"], "scores": scores}
 
 
 def test_compose_up_from_the_repository_root_runs_the_trainer_to_completion(stack: Stack, tmp_path: Path) -> None:
