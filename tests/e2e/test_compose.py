@@ -5,18 +5,28 @@ from __future__ import annotations
 import bz2
 import csv
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
+import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from distributed import Client
 
 from tests.conftest import asa_frame, write_csv
 from tests.e2e.conftest import N_WORKERS, ROOT, Stack, free_port, stack_environment
 
-pytestmark = pytest.mark.docker
+pytestmark = [
+    pytest.mark.docker,
+    # This machine's Python and the images' may differ in the micro version (the trainer's gate agrees).
+    pytest.mark.filterwarnings("ignore:Mismatched versions found"),
+]
 
 SMALL_GRID = ["--param", "n_estimators=4,8", "--param", "max_depth=4,8"]
 
@@ -163,6 +173,57 @@ def test_two_trainers_at_once_get_the_results_each_gets_alone(stack: Stack) -> N
         assert process.returncode == 0, stderr
         together[name] = scores_of(stack, subprocess.CompletedProcess(process.args, 0, stdout, stderr))
     assert together == alone
+
+
+def test_a_worker_killed_mid_search_changes_nothing(stack: Stack) -> None:
+    """SIGKILL the worker that holds the scattered training data while fits run: same results."""
+    grid = ["--synthetic-rows", "40000", "--param", "n_estimators=30,60", "--param", "max_depth=8,12"]
+    alone = scores_of(stack, stack.train(*grid))
+    training = start_training(stack, *grid)
+    with Client(f"tcp://127.0.0.1:{stack.scheduler_port}", timeout=30) as client:
+        holder = wait_for(lambda: data_holder(client), "scattered training data and running fits", timeout=120)
+        victim = worker_container(stack, holder)
+        # A crash, as the kernel's OOM killer would do it: SIGKILL to the container's init from
+        # the host (`docker kill` would count as an operator's stop, and no restart would follow).
+        inspect = ["docker", "inspect", "--format", "{{.State.Pid}}", victim]
+        os.kill(int(subprocess.run(inspect, capture_output=True, text=True, check=True).stdout), signal.SIGKILL)
+        stdout, stderr = training.communicate(timeout=900)
+        assert training.returncode == 0, stderr
+        assert scores_of(stack, subprocess.CompletedProcess(training.args, 0, stdout, stderr)) == alone
+        # The restart policy brings the worker back and it rejoins.
+        wait_for(lambda: len(client.scheduler_info()["workers"]) == N_WORKERS, "the killed worker to rejoin", timeout=120)
+
+
+def data_holder(client: Client) -> str | None:
+    """Give the worker holding joblib's scattered frame once fits are running, else None."""
+    if not any(client.processing().values()):
+        return None
+    for worker, keys in client.has_what().items():
+        if any(str(key).startswith("DataFrame-") for key in keys):
+            return worker
+    return None
+
+
+def worker_container(stack: Stack, address: str) -> str:
+    """Give the id of the worker container whose IP is in ADDRESS."""
+    for container in stack.compose("ps", "--quiet", "worker").stdout.split():
+        ips = subprocess.run(
+            ["docker", "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", container],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        if any(f"//{ip}:" in address for ip in ips):
+            return container
+    raise AssertionError(f"no worker container has the address {address}")
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    """Give CONDITION's first truthy value, polled until TIMEOUT."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+    return value
 
 
 def start_training(stack: Stack, *args: str) -> subprocess.Popen[str]:
