@@ -202,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     # distributed's own INFO lines (cluster start, worker joins) drown the trainer's.
     logging.getLogger("distributed").setLevel(logging.WARNING)
+    # A lost scheduler is reported by the trainer itself, in one line with exit code 3;
+    # the client's reconnect traceback (logged at ERROR as it gives up) would bury it.
+    logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
     if arguments[:1] == ["doctor"]:
         return _exit_code(lambda: doctor.run(arguments[1:]))
     args = parser().parse_args(arguments)

@@ -187,11 +187,50 @@ def test_a_worker_killed_mid_search_changes_nothing(stack: Stack) -> None:
         # the host (`docker kill` would count as an operator's stop, and no restart would follow).
         inspect = ["docker", "inspect", "--format", "{{.State.Pid}}", victim]
         os.kill(int(subprocess.run(inspect, capture_output=True, text=True, check=True).stdout), signal.SIGKILL)
+        killed = time.monotonic()
+        # The scheduler notices, the restart policy brings the worker back and it rejoins.
+        wait_for(lambda: len(client.scheduler_info()["workers"]) < N_WORKERS, "the scheduler to drop the worker")
+        wait_for(lambda: len(client.scheduler_info()["workers"]) == N_WORKERS, "the killed worker to rejoin", timeout=120)
+        rejoined = time.monotonic() - killed
         stdout, stderr = training.communicate(timeout=900)
         assert training.returncode == 0, stderr
         assert scores_of(stack, subprocess.CompletedProcess(training.args, 0, stdout, stderr)) == alone
-        # The restart policy brings the worker back and it rejoins.
-        wait_for(lambda: len(client.scheduler_info()["workers"]) == N_WORKERS, "the killed worker to rejoin", timeout=120)
+        print(f"worker loss: the killed worker rejoined after {rejoined:.1f} s; the search finished with the same scores")
+
+
+def test_a_scheduler_killed_mid_search_ends_the_run_cleanly_and_the_stack_recovers(stack: Stack) -> None:
+    grid = ["--synthetic-rows", "40000", "--param", "n_estimators=30,60", "--param", "max_depth=8,12"]
+    before = stack.run_folders()
+    training = start_training(stack, *grid)
+    with Client(f"tcp://127.0.0.1:{stack.scheduler_port}", timeout=30) as client:
+        wait_for(lambda: any(client.processing().values()), "running fits", timeout=120)
+    scheduler = stack.compose("ps", "--quiet", "scheduler").stdout.strip()
+    inspect = ["docker", "inspect", "--format", "{{.State.Pid}}", scheduler]
+    os.kill(int(subprocess.run(inspect, capture_output=True, text=True, check=True).stdout), signal.SIGKILL)
+    killed = time.monotonic()
+    stdout, stderr = training.communicate(timeout=300)
+    exited = time.monotonic() - killed
+    assert training.returncode == 3, stdout + stderr
+    assert "Traceback" not in stderr
+    assert [line for line in stderr.splitlines() if line.startswith("error:")], stderr
+    assert exited < 120, f"the trainer took {exited:.0f} s to notice"
+    assert stack.run_folders() == before
+    assert not [path for path in stack.output_dir.iterdir() if path.name.startswith(".")]  # no partial folder
+    # The restart policy brings the scheduler back; the workers' death timeout and restart policy bring them back.
+    with wait_for(lambda: client_when_up(stack), "the scheduler's restart", timeout=120) as client:
+        client.wait_for_workers(N_WORKERS, timeout=240)
+    recovered = time.monotonic() - killed
+    rerun = stack.train("--synthetic-rows", "5000", *SMALL_GRID)
+    assert rerun.returncode == 0, rerun.stderr
+    print(f"scheduler loss: trainer exited 3 after {exited:.1f} s, cluster whole again after {recovered:.1f} s")
+
+
+def client_when_up(stack: Stack) -> Client | None:
+    """Give a client of the stack's scheduler, or None while it is not (yet) back."""
+    try:
+        return Client(f"tcp://127.0.0.1:{stack.scheduler_port}", timeout=5)
+    except OSError:  # refused, or accepted by Docker's proxy and closed: not up yet
+        return None
 
 
 def data_holder(client: Client) -> str | None:
