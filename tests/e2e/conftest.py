@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 N_WORKERS = 2
+# `docker compose` arguments that run the one-shot trainer against the running stack.
+TRAIN = ("run", "--rm", "--no-deps", "trainer")
 
 
 def docker_ready() -> str | None:
@@ -63,6 +68,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     return report
 
 
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    """Give CONDITION's first truthy value, polled until TIMEOUT."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+    return value
+
+
+def crash(container: str) -> None:
+    """SIGKILL a container's init from the host, as the kernel's OOM killer would.
+
+    `docker kill` would count as an operator's stop, and no restart policy would follow.
+    """
+    inspect = ["docker", "inspect", "--format", "{{.State.Pid}}", container]
+    os.kill(int(subprocess.run(inspect, capture_output=True, text=True, check=True).stdout), signal.SIGKILL)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -81,8 +105,12 @@ class Stack:
     dashboard_port: int
     uid: int
 
+    def command(self, *args: str) -> list[str]:
+        """Give the argv of `docker compose ARGS` for this project."""
+        return ["docker", "compose", "-f", str(ROOT / "compose.yaml"), "-p", self.project, *args]
+
     def compose(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        command = ["docker", "compose", "-f", str(ROOT / "compose.yaml"), "-p", self.project, *args]
+        command = self.command(*args)
         result = subprocess.run(command, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(command)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
@@ -90,7 +118,13 @@ class Stack:
 
     def train(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         """Run the trainer once against the stack, as `docker compose run --rm trainer ARGS`."""
-        return self.compose("run", "--rm", "--no-deps", "trainer", *args, check=False, timeout=timeout)
+        return self.compose(*TRAIN, *args, check=False, timeout=timeout)
+
+    def train_in_background(self, *args: str) -> subprocess.Popen[str]:
+        """Start the trainer like `train`, without waiting for it."""
+        return subprocess.Popen(
+            self.command(*TRAIN, *args), cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
 
     def run_folders(self) -> list[Path]:
         return sorted(path for path in self.output_dir.iterdir() if not path.name.startswith("."))

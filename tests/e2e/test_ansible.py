@@ -28,6 +28,7 @@ from cryptography.x509.oid import NameOID
 from distributed import Client, Event
 from distributed.security import Security
 
+from tests.e2e.conftest import wait_for
 from tests.vms import VmFleet, destroy_leftovers
 
 pytestmark = [
@@ -298,7 +299,7 @@ def test_scale_down_retires_the_worker_and_its_data_moves(playbooks: Playbooks) 
         expected = zlib.crc32(payload.result(timeout=60))
         gate = Event("scale-down", client=client)
         running = [client.submit(gated_checksum, payload, salt, gate.name) for salt in range(8)]
-        wait_until(lambda: any(client.processing().values()), "the gated tasks to start")
+        wait_for(lambda: any(client.processing().values()), "the gated tasks to start")
 
         playbooks.write_inventory(["vm2"], retired=["vm3"])
         playbooks.run("scale.yml")
@@ -326,7 +327,7 @@ def test_rolling_restart_keeps_a_computation_alive(playbooks: Playbooks) -> None
         expected = zlib.crc32(payload.result(timeout=60))
         gate = Event("rolling-restart", client=client)
         running = [client.submit(gated_checksum, payload, salt, gate.name) for salt in range(8)]
-        wait_until(lambda: any(client.processing().values()), "the gated tasks to start")
+        wait_for(lambda: any(client.processing().values()), "the gated tasks to start")
 
         playbooks.run("rolling-restart.yml")
         gate.set()
@@ -376,14 +377,6 @@ def test_teardown_leaves_no_skfleet_container(playbooks: Playbooks) -> None:
         assert playbooks.containers(vm) == []
         images = playbooks.fleet.ssh(playbooks.fleet.vm(vm), "sudo docker images --format '{{.Repository}}:{{.Tag}}'")
         assert f"{playbooks.registry}/skfleet/runtime:{NEXT_TAG}" not in images.stdout.split()
-
-
-def wait_until(condition: Callable[[], object], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.5)
 
 
 def worker_started_at(playbooks: Playbooks, vm: str) -> str:

@@ -5,22 +5,18 @@ from __future__ import annotations
 import bz2
 import csv
 import json
-import os
 import re
-import signal
 import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from distributed import Client
 
 from tests.conftest import asa_frame, write_csv
-from tests.e2e.conftest import N_WORKERS, ROOT, Stack, free_port, stack_environment
+from tests.e2e.conftest import N_WORKERS, ROOT, Stack, crash, free_port, stack_environment, wait_for
 
 pytestmark = [
     pytest.mark.docker,
@@ -166,7 +162,7 @@ def test_two_trainers_at_once_get_the_results_each_gets_alone(stack: Stack) -> N
         "b": ["--synthetic-rows", "5000", "--param", "n_estimators=8", "--param", "max_depth=4,6"],
     }
     alone = {name: scores_of(stack, stack.train(*grid)) for name, grid in grids.items()}
-    started = {name: start_training(stack, *grid) for name, grid in grids.items()}
+    started = {name: stack.train_in_background(*grid) for name, grid in grids.items()}
     together = {}
     for name, process in started.items():
         stdout, stderr = process.communicate(timeout=900)
@@ -179,14 +175,10 @@ def test_a_worker_killed_mid_search_changes_nothing(stack: Stack) -> None:
     """SIGKILL the worker that holds the scattered training data while fits run: same results."""
     grid = ["--synthetic-rows", "40000", "--param", "n_estimators=30,60", "--param", "max_depth=8,12"]
     alone = scores_of(stack, stack.train(*grid))
-    training = start_training(stack, *grid)
+    training = stack.train_in_background(*grid)
     with Client(f"tcp://127.0.0.1:{stack.scheduler_port}", timeout=30) as client:
         holder = wait_for(lambda: data_holder(client), "scattered training data and running fits", timeout=120)
-        victim = worker_container(stack, holder)
-        # A crash, as the kernel's OOM killer would do it: SIGKILL to the container's init from
-        # the host (`docker kill` would count as an operator's stop, and no restart would follow).
-        inspect = ["docker", "inspect", "--format", "{{.State.Pid}}", victim]
-        os.kill(int(subprocess.run(inspect, capture_output=True, text=True, check=True).stdout), signal.SIGKILL)
+        crash(worker_container(stack, holder))
         killed = time.monotonic()
         # The scheduler notices, the restart policy brings the worker back and it rejoins.
         wait_for(lambda: len(client.scheduler_info()["workers"]) < N_WORKERS, "the scheduler to drop the worker")
@@ -201,12 +193,10 @@ def test_a_worker_killed_mid_search_changes_nothing(stack: Stack) -> None:
 def test_a_scheduler_killed_mid_search_ends_the_run_cleanly_and_the_stack_recovers(stack: Stack) -> None:
     grid = ["--synthetic-rows", "40000", "--param", "n_estimators=30,60", "--param", "max_depth=8,12"]
     before = stack.run_folders()
-    training = start_training(stack, *grid)
+    training = stack.train_in_background(*grid)
     with Client(f"tcp://127.0.0.1:{stack.scheduler_port}", timeout=30) as client:
         wait_for(lambda: any(client.processing().values()), "running fits", timeout=120)
-    scheduler = stack.compose("ps", "--quiet", "scheduler").stdout.strip()
-    inspect = ["docker", "inspect", "--format", "{{.State.Pid}}", scheduler]
-    os.kill(int(subprocess.run(inspect, capture_output=True, text=True, check=True).stdout), signal.SIGKILL)
+    crash(stack.compose("ps", "--quiet", "scheduler").stdout.strip())
     killed = time.monotonic()
     stdout, stderr = training.communicate(timeout=300)
     exited = time.monotonic() - killed
@@ -253,21 +243,6 @@ def worker_container(stack: Stack, address: str) -> str:
         if any(f"//{ip}:" in address for ip in ips):
             return container
     raise AssertionError(f"no worker container has the address {address}")
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    """Give CONDITION's first truthy value, polled until TIMEOUT."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
-    return value
-
-
-def start_training(stack: Stack, *args: str) -> subprocess.Popen[str]:
-    command = ["docker", "compose", "-f", str(ROOT / "compose.yaml"), "-p", stack.project, "run", "--rm", "--no-deps", "trainer"]
-    return subprocess.Popen([*command, *args], cwd=ROOT, env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def scores_of(stack: Stack, result: subprocess.CompletedProcess[str]) -> dict[str, object]:
