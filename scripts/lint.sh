@@ -10,7 +10,8 @@ if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
 fi
 cd "${SKFLEET_ROOT}"
 bin=.venv/bin
-log "ruff";       "${bin}/ruff" check . && "${bin}/ruff" format --check .
+log "ruff";       "${bin}/ruff" check .
+"${bin}/ruff" format --check .
 log "yamllint";   "${bin}/yamllint" --strict -c .yamllint.yaml .
 log "hadolint";   "${bin}/hadolint" --failure-threshold info docker/Dockerfile
 log "shellcheck"; "${bin}/shellcheck" -x scripts/*.sh .ci/run

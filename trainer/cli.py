@@ -16,7 +16,7 @@ from pathlib import Path
 import dask.config
 import yaml
 
-from trainer import __version__, cluster, data, doctor, model, report, search
+from trainer import __version__, checkpoint, cluster, data, doctor, model, report, search
 from trainer.config import SearchConfig, check, load_search_config, parse_param_option
 from trainer.errors import InputError, TrainerError
 
@@ -99,6 +99,19 @@ def parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to wait for the workers (default 120)",
     )
+    run.add_argument(
+        "--paused-timeout",
+        type=float,
+        default=float(settings["paused-timeout"]),
+        metavar="SECONDS",
+        help="stop when every worker stays paused at its memory limit this long (default 60; 0: wait forever)",
+    )
+    run.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        help="redo every fit; by default fits an interrupted run finished (DIR/.checkpoints) are reused",
+    )
     run.add_argument("--quiet", action="store_true", help="only errors and the final summary")
     cli.add_argument("--version", action="version", version=f"skfleet trainer {__version__}")
     return cli
@@ -163,8 +176,9 @@ def train(args: argparse.Namespace) -> int:
         raise InputError(f"{dataset.name}: the training split holds a single class; use more rows")
 
     grid_search = search.grid_search(pipeline, grid, config, verbose=not args.quiet)
+    fits = checkpoint.FitCheckpoint(args.output, X_train, y_train, grid_search, resume=args.resume)
     with cluster.connect(args.workers, args.workers_timeout) as (client, cluster_info):
-        outcome = search.run(grid_search, X_train, y_train, client)
+        outcome = search.run(grid_search, X_train, y_train, client, fits, paused_timeout=args.paused_timeout)
     evaluation = report.evaluate(outcome, X_test, y_test, y_train)
 
     run_id = report.new_run_id()
@@ -190,6 +204,7 @@ def train(args: argparse.Namespace) -> int:
         crosscheck_mismatches=mismatches,
     )
     folder = report.write_run(args.output, run_id, results, outcome)
+    fits.discard()
     print(report.summary(results, folder), flush=True)
     return 0
 

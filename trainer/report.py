@@ -107,6 +107,8 @@ def results_document(
         "fit_seconds": round(outcome.fit_seconds, 3),
         "n_candidates": outcome.n_candidates,
         "n_fits": outcome.n_fits,
+        "n_fits_resumed": outcome.n_fits_resumed,
+        "resumed_fit_seconds": round(outcome.resumed_fit_seconds, 3),
         "scheduler_address": cluster.scheduler_address,
         "local_cluster": cluster.local,
         "n_workers": cluster.n_workers,
@@ -145,19 +147,24 @@ def summary(results: dict[str, Any], folder: Path) -> str:
     """Give the short human summary printed at the end of a run."""
     params = ", ".join(f"{key.split('__')[-1]}={value}" for key, value in results["best_params"].items())
     cluster = "local cluster" if results["local_cluster"] else results["scheduler_address"]
-    return "\n".join(
-        [
-            f"run {results['run_id']} on {results['dataset']['name']} ({results['n_train_rows']:,} train / "
-            f"{results['n_test_rows']:,} test rows, {results['n_dropped_rows']:,} dropped without target)",
-            f"  best params      {params}",
-            f"  best CV {results['scoring']:<8} {results['best_cv_score']:.4f}",
-            f"  test accuracy    {results['test_accuracy']:.4f}  (majority baseline {results['baseline_accuracy']:.4f})",
-            f"  test ROC AUC     {results['test_roc_auc']:.4f}",
-            f"  fit              {results['n_fits']} fits in {results['fit_seconds']:.1f} s on {cluster} "
-            f"({results['n_workers']} workers, {results['n_threads']} threads)",
-            f"  written to       {folder}",
-        ]
-    )
+    lines = [
+        f"run {results['run_id']} on {results['dataset']['name']} ({results['n_train_rows']:,} train / "
+        f"{results['n_test_rows']:,} test rows, {results['n_dropped_rows']:,} dropped without target)",
+        f"  best params      {params}",
+        f"  best CV {results['scoring']:<8} {results['best_cv_score']:.4f}",
+        f"  test accuracy    {results['test_accuracy']:.4f}  (majority baseline {results['baseline_accuracy']:.4f})",
+        f"  test ROC AUC     {results['test_roc_auc']:.4f}",
+        f"  fit              {results['n_fits']} fits in {results['fit_seconds']:.1f} s on {cluster} "
+        f"({results['n_workers']} workers, {results['n_threads']} threads)",
+        f"  written to       {folder}",
+    ]
+    if results["n_fits_resumed"]:
+        lines.insert(
+            -1,
+            f"  resumed          {results['n_fits_resumed']} of {results['n_fits']} fits from the checkpoint of an "
+            f"interrupted run (saved {results['resumed_fit_seconds']:.1f} s of fitting)",
+        )
+    return "\n".join(lines)
 
 
 def _plain(value: Any) -> Any:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import _thread
 import concurrent.futures
 import logging
+import threading
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import joblib
 import pandas as pd
+from dask.utils import format_bytes
 from distributed import Client
 from distributed.scheduler import KilledWorker
 from joblib._dask import DaskDistributedBackend
@@ -17,6 +21,7 @@ from sklearn.model_selection import GridSearchCV, ParameterGrid
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 
+from trainer.checkpoint import FitCheckpoint
 from trainer.config import SearchConfig
 from trainer.errors import ClusterError, InputError, first_line
 from trainer.model import check_no_leak
@@ -26,20 +31,59 @@ PROGRESS_LINES = 10
 
 
 CLUSTER_BACKEND = "skfleet-dask"
+MEMORY_FIX = (
+    "raise the workers' memory limit (SKFLEET_WORKER_MEMORY_LIMIT on the local stack, dask_worker_memory_limit "
+    "on VMs), or make the fits smaller (--sample-rows, lower max_depth or n_estimators)"
+)
 
 log = logging.getLogger(__name__)
 
 
 class ClusterBackend(DaskDistributedBackend):
-    """joblib's Dask backend, never short-circuited into the calling process.
+    """joblib's Dask backend, never short-circuited into the calling process, with checkpoints.
 
     joblib runs a Parallel call in-process when its backend reports a single slot: on a
     cluster of one single-threaded worker the whole search would run on the client.
     Reporting at least two keeps every fit on the cluster; the scheduler queues the rest.
+
+    With a checkpoint, each finished fit is stored as its result reaches the client, and a
+    fit the checkpoint already holds is answered from it instead of being sent to the cluster.
     """
+
+    def __init__(self, *args: Any, checkpoint: FitCheckpoint | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.checkpoint = checkpoint
 
     def effective_n_jobs(self, n_jobs):
         return max(2, super().effective_n_jobs(n_jobs))
+
+    def submit(self, func, callback=None):
+        """Send a batch of joblib tasks to the cluster, less the fits the checkpoint holds."""
+        checkpoint = self.checkpoint
+        if checkpoint is None:
+            return super().submit(func, callback)
+        keys = [checkpoint.key(function, args, kwargs) for function, args, kwargs in func.items]
+        results = [checkpoint.get(key, kwargs) for key, (_, _, kwargs) in zip(keys, func.items, strict=True)]
+        missing = [index for index, result in enumerate(results) if result is None]
+        if not missing:
+            # joblib waits for the callback, from the event loop's thread as for a real batch.
+            done = concurrent.futures.Future()
+            done.get = done.result  # joblib's AsyncResult API, as the parent's futures
+            done.set_result(results)
+            self.client.loop.add_callback(callback, results)
+            return done
+
+        def store(out):
+            # A finished batch is a list of results; anything else is joblib's wrapped exception.
+            if isinstance(out, list):
+                for index, result in zip(missing, out, strict=True):
+                    checkpoint.put(keys[index], result)
+                    results[index] = result
+                out = results
+            callback(out)
+
+        remaining = func if len(missing) == len(keys) else SimpleNamespace(items=[func.items[index] for index in missing])
+        return super().submit(remaining, store)
 
 
 @dataclass(frozen=True)
@@ -50,6 +94,60 @@ class SearchOutcome:
     fit_seconds: float
     n_candidates: int
     n_fits: int
+    # Fits answered from the checkpoint of an earlier, interrupted run, and their fitting time then.
+    n_fits_resumed: int = 0
+    resumed_fit_seconds: float = 0.0
+
+
+class PausedWatchdog:
+    """Ends a search that can't go on: every worker paused at its memory limit for PATIENCE seconds.
+
+    Dask pauses a worker at 80% of its memory limit and resumes it when memory falls. Memory
+    held outside Dask's data (a fit's arrays, a deserialized frame) does not fall: with every
+    worker paused, no task ever starts again and the search would wait forever. The watchdog
+    polls the scheduler from a thread and interrupts the search when that lasts.
+    """
+
+    def __init__(self, client: Client, patience: float, interval: float = 1.0) -> None:
+        self.client = client
+        self.patience = patience
+        self.interval = interval
+        self.reason: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="skfleet-paused-watchdog", daemon=True)
+
+    def __enter__(self) -> PausedWatchdog:
+        if self.patience > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _watch(self) -> None:
+        paused_since = None
+        while not self._stop.wait(self.interval):
+            try:
+                workers = list(self.client.scheduler_info()["workers"].values())
+            except (OSError, TimeoutError, RuntimeError):
+                continue  # a lost scheduler is the search's own error
+            if not workers or any(worker.get("status") != "paused" for worker in workers):
+                paused_since = None
+                continue
+            paused_since = paused_since or time.monotonic()
+            if time.monotonic() - paused_since >= self.patience:
+                memory = [worker.get("metrics", {}).get("memory", 0) for worker in workers]
+                limits = [worker.get("memory_limit") or 0 for worker in workers]
+                self.reason = (
+                    f"all {len(workers)} workers have been paused for {self.patience:.0f} s at "
+                    f"{span(format_bytes(min(memory)), format_bytes(max(memory)))} of their "
+                    f"{span(format_bytes(min(limits)), format_bytes(max(limits)))} memory limit: Dask pauses a worker "
+                    "at 80% of its limit, and these never went back under it"
+                )
+                _thread.interrupt_main()  # joblib, waiting in the main thread, unwinds as on Ctrl-C
+                return
 
 
 def grid_search(
@@ -77,30 +175,44 @@ def grid_search(
     )
 
 
-def run(search: GridSearchCV, X: pd.DataFrame, y: pd.Series, client: Client) -> SearchOutcome:  # noqa: N803
-    """Give the search fitted on (X, y) with every fit running on `client`'s cluster."""
+def run(
+    search: GridSearchCV,
+    X: pd.DataFrame,  # noqa: N803
+    y: pd.Series,
+    client: Client,
+    checkpoint: FitCheckpoint | None = None,
+    paused_timeout: float = 0,
+) -> SearchOutcome:
+    """Give the search fitted on (X, y) with every fit running on `client`'s cluster.
+
+    With a checkpoint, fits it holds are reused and new ones are added as they finish.
+    PAUSED_TIMEOUT > 0 ends a search whose workers all stay paused at their memory limit that long.
+    """
     check_no_leak(X.columns)
     n_candidates = len(ParameterGrid(search.param_grid))
     n_fits = n_candidates * search.cv
     log.info("grid search: %d candidates x %d folds = %d fits on %s", n_candidates, search.cv, n_fits, client.scheduler.address)
-    started = time.perf_counter()
+    if checkpoint is not None and checkpoint.available:
+        log.info("checkpoint %s holds %d finished fits; matching ones are reused", checkpoint.path, checkpoint.available)
+    limit = memory_limit(client)
+    started, started_at = time.perf_counter(), time.time()
     try:
         # GridSearchCV does not pass its verbosity to joblib; the config carries it, and
         # joblib then reports "Done k out of n | elapsed | remaining" as fits finish.
         progress = PROGRESS_LINES if search.verbose else 0
         joblib.register_parallel_backend(CLUSTER_BACKEND, ClusterBackend)
-        with joblib.parallel_backend(CLUSTER_BACKEND), joblib.parallel_config(verbose=progress):
-            search.fit(X, y)
+        backend = joblib.parallel_backend(CLUSTER_BACKEND, checkpoint=checkpoint)
+        with PausedWatchdog(client, paused_timeout) as watchdog, backend, joblib.parallel_config(verbose=progress):
+            try:
+                search.fit(X, y)
+            except KeyboardInterrupt:
+                if watchdog.reason is None:
+                    raise
+                raise ClusterError(f"the search stopped: {watchdog.reason}. Fix: {MEMORY_FIX}") from None
     except InvalidParameterError as error:
         raise InputError(f"the grid holds a value the forest rejects: {first_line(error)}") from None
-    except KilledWorker as error:
-        raise ClusterError(
-            f"a worker died while fitting ({first_line(error)}); a worker that runs out of memory is "
-            "restarted and its task retried until it gives up: raise SKFLEET_WORKER_MEMORY_LIMIT "
-            "or lower --sample-rows"
-        ) from None
-    except (OSError, TimeoutError, concurrent.futures.CancelledError) as error:
-        raise ClusterError(f"lost the cluster during the search: {type(error).__name__}: {first_line(error)}") from None
+    except (KilledWorker, OSError, TimeoutError, concurrent.futures.CancelledError) as error:
+        raise lost_fits_error(error, client, since=started_at, memory_limit=limit) from None
     except ValueError as error:
         if "n_splits" in str(error):
             raise InputError(f"cv={search.cv} folds need more rows of each class: {first_line(error)}") from None
@@ -110,4 +222,45 @@ def run(search: GridSearchCV, X: pd.DataFrame, y: pd.Series, client: Client) -> 
         fit_seconds=time.perf_counter() - started,
         n_candidates=n_candidates,
         n_fits=n_fits,
+        n_fits_resumed=checkpoint.reused if checkpoint else 0,
+        resumed_fit_seconds=checkpoint.reused_seconds if checkpoint else 0.0,
     )
+
+
+def memory_limit(client: Client) -> str:
+    """Give the workers' memory limit in words: "4.00 GiB", "1.00 GiB to 4.00 GiB" or "no"."""
+    limits = sorted({worker.get("memory_limit") or 0 for worker in client.scheduler_info()["workers"].values()})
+    if not limits or not limits[-1]:
+        return "no"
+    return span(format_bytes(limits[0]), format_bytes(limits[-1]))
+
+
+def span(low: str, high: str) -> str:
+    """Give "low to high", or one value when both are the same."""
+    return low if low == high else f"{low} to {high}"
+
+
+def lost_fits_error(error: BaseException, client: Client, *, since: float, memory_limit: str) -> ClusterError:
+    """Give the error that explains why fits were lost: the scheduler, memory, or a worker that kept dying."""
+    summary = f"{type(error).__name__}: {first_line(error)}"
+    lost = ClusterError(f"lost the cluster during the search: {summary}")
+    if client.status != "running" or "scheduler-connection-lost" in str(error):
+        return lost
+    try:
+        # The nannies' record of each worker restarted for exceeding its memory limit.
+        restarts = [event for stamp, event in client.get_events("worker-restart-memory") if stamp >= since]
+    except (OSError, TimeoutError):
+        return lost
+    if restarts:
+        times = "once" if len(restarts) == 1 else f"{len(restarts)} times"
+        peak = format_bytes(max(event.get("rss", 0) for event in restarts))
+        return ClusterError(
+            f"the fits need more memory than a worker has: Dask restarted a worker {times} for going over 95% of its "
+            f"{memory_limit} memory limit (at {peak}), and the search could not finish. Fix: {MEMORY_FIX}"
+        )
+    if isinstance(error, KilledWorker):
+        return ClusterError(
+            f"a fit killed the worker running it each time it was tried ({summary}); workers have {memory_limit} "
+            f"memory limit. If the kernel's OOM killer stopped them, {MEMORY_FIX}"
+        )
+    return ClusterError(f"lost fits during the search: {summary}")

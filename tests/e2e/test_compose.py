@@ -190,12 +190,13 @@ def test_a_worker_killed_mid_search_changes_nothing(stack: Stack) -> None:
         print(f"worker loss: the killed worker rejoined after {rejoined:.1f} s; the search finished with the same scores")
 
 
-def test_a_scheduler_killed_mid_search_ends_the_run_cleanly_and_the_stack_recovers(stack: Stack) -> None:
+def test_a_scheduler_killed_mid_search_ends_the_run_cleanly_the_stack_recovers_and_the_rerun_resumes(stack: Stack) -> None:
     grid = ["--synthetic-rows", "40000", "--param", "n_estimators=30,60", "--param", "max_depth=8,12"]
+    alone = stack.train(*grid)
     before = stack.run_folders()
     training = stack.train_in_background(*grid)
-    with Client(f"tcp://127.0.0.1:{stack.scheduler_port}", timeout=30) as client:
-        wait_for(lambda: any(client.processing().values()), "running fits", timeout=120)
+    # Some fits have finished (and are checkpointed) and others are running when the scheduler dies.
+    checkpointed = wait_for(lambda: checkpoint_lines(stack) >= 4 and checkpoint_lines(stack), "4 checkpointed fits", 300)
     crash(stack.compose("ps", "--quiet", "scheduler").stdout.strip())
     killed = time.monotonic()
     stdout, stderr = training.communicate(timeout=300)
@@ -205,14 +206,29 @@ def test_a_scheduler_killed_mid_search_ends_the_run_cleanly_and_the_stack_recove
     assert [line for line in stderr.splitlines() if line.startswith("error:")], stderr
     assert exited < 120, f"the trainer took {exited:.0f} s to notice"
     assert stack.run_folders() == before
-    assert not [path for path in stack.output_dir.iterdir() if path.name.startswith(".")]  # no partial folder
+    assert not list(stack.output_dir.glob(".*.partial"))  # no half-written run folder
     # The restart policy brings the scheduler back; the workers' death timeout and restart policy bring them back.
     with wait_for(lambda: client_when_up(stack), "the scheduler's restart", timeout=120) as client:
         client.wait_for_workers(N_WORKERS, timeout=240)
     recovered = time.monotonic() - killed
-    rerun = stack.train("--synthetic-rows", "5000", *SMALL_GRID)
-    assert rerun.returncode == 0, rerun.stderr
-    print(f"scheduler loss: trainer exited 3 after {exited:.1f} s, cluster whole again after {recovered:.1f} s")
+
+    # The rerun reuses the fits that finished before the loss, and gives what an undisturbed run gives.
+    rerun = stack.train(*grid)
+    assert scores_of(stack, rerun) == scores_of(stack, alone)
+    resumed, fresh = (json.loads((stack.output_dir / run_id(run) / "results.json").read_text()) for run in (rerun, alone))
+    assert resumed["n_fits_resumed"] >= checkpointed, resumed
+    assert f"resumed          {resumed['n_fits_resumed']} of 12 fits" in rerun.stdout
+    assert not (stack.output_dir / ".checkpoints").exists()  # removed once the run is written
+    print(
+        f"scheduler loss: trainer exited 3 after {exited:.1f} s, cluster whole again after {recovered:.1f} s; "
+        f"the rerun reused {resumed['n_fits_resumed']} of 12 fits (saved {resumed['resumed_fit_seconds']:.1f} s of fitting) "
+        f"and fitted in {resumed['fit_seconds']:.1f} s, against {fresh['fit_seconds']:.1f} s undisturbed"
+    )
+
+
+def checkpoint_lines(stack: Stack) -> int:
+    """Give how many finished fits the stack's checkpoints hold."""
+    return sum(len(path.read_text().splitlines()) for path in stack.output_dir.glob(".checkpoints/*.jsonl"))
 
 
 def client_when_up(stack: Stack) -> Client | None:
@@ -245,11 +261,16 @@ def worker_container(stack: Stack, address: str) -> str:
     raise AssertionError(f"no worker container has the address {address}")
 
 
+def run_id(result: subprocess.CompletedProcess[str]) -> str:
+    """Give the run id a successful trainer printed."""
+    assert result.returncode == 0, result.stderr
+    (printed,) = re.findall(r"^run (\S+) on ", result.stdout, flags=re.MULTILINE)
+    return printed
+
+
 def scores_of(stack: Stack, result: subprocess.CompletedProcess[str]) -> dict[str, object]:
     """Give a finished run's best parameters and every candidate's mean CV score."""
-    assert result.returncode == 0, result.stderr
-    (run_id,) = re.findall(r"^run (\S+) on ", result.stdout, flags=re.MULTILINE)
-    folder = stack.output_dir / run_id
+    folder = stack.output_dir / run_id(result)
     results = json.loads((folder / "results.json").read_text())
     with (folder / "cv_results.csv").open() as table:
         scores = {row["params"]: float(row["mean_test_score"]) for row in csv.DictReader(table)}
@@ -272,3 +293,28 @@ def test_compose_up_from_the_repository_root_runs_the_trainer_to_completion(stac
         assert json.loads((folder / "results.json").read_text())["n_workers"] == N_WORKERS
     finally:
         subprocess.run(["docker", "compose", "down", "--volumes", "--timeout", "5"], cwd=ROOT, env=env, capture_output=True)
+
+
+def test_a_worker_memory_limit_too_small_for_the_fits_is_explained(stack: Stack, tmp_path: Path) -> None:
+    """Fits that outgrow the workers' memory limit end with the limit and the fix, not a hang."""
+    project = f"{stack.project}-small"
+    env, _, output_dir, _ = stack_environment(project, tmp_path)
+    env["SKFLEET_WORKER_MEMORY_LIMIT"] = "280MiB"
+    env["SKFLEET_SCHEDULER_PORT"], env["SKFLEET_DASHBOARD_PORT"] = str(free_port()), str(free_port())
+    small = Stack(project, env, stack.data_dir, output_dir, int(env["SKFLEET_SCHEDULER_PORT"]), 0, stack.uid)
+    try:
+        small.compose("up", "--detach", "--wait", "scheduler", "worker")
+        started = time.monotonic()
+        fits = ["--synthetic-rows", "100000", "--param", "n_estimators=60", "--param", "max_depth=None"]
+        result = small.train(*fits, "--paused-timeout", "15")
+        ended = time.monotonic() - started
+        assert result.returncode == 3, result.stdout + result.stderr
+        (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        # Workers either outgrow the limit (restarted until Dask gives up) or stay paused under it.
+        assert "the fits need more memory than a worker has" in error or "have been paused for 15 s" in error, error
+        assert "280.00 MiB memory limit" in error and "SKFLEET_WORKER_MEMORY_LIMIT" in error
+        assert "Traceback" not in result.stderr
+        assert list(output_dir.iterdir()) == []
+        print(f"memory: the trainer explained the too-small limit after {ended:.1f} s")
+    finally:
+        small.compose("down", "--volumes", "--timeout", "5", check=False)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dask.config
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +16,7 @@ from distributed import Client, LocalCluster, get_task_stream
 from trainer import cluster, data, model, report, search
 from trainer.cli import main
 from trainer.config import SearchConfig
-from trainer.errors import VersionMismatchError
+from trainer.errors import ClusterError, VersionMismatchError
 
 pytestmark = pytest.mark.cluster
 
@@ -188,4 +190,31 @@ def test_sigterm_mid_search_leaves_no_run_folder(tmp_path: Path) -> None:
     remaining = trainer.communicate(timeout=60)[1]
     assert trainer.returncode == 130, remaining
     assert "error: interrupted; no run folder was written" in remaining
-    assert not output.exists() or list(output.iterdir()) == []
+    # No run folder and no partial one; the fits that finished may be checkpointed for a rerun.
+    assert not output.exists() or [path.name for path in output.iterdir()] in ([], [".checkpoints"])
+
+
+def test_workers_paused_at_their_memory_limit_end_the_search_with_the_fix(tmp_path: Path) -> None:
+    """A worker paused for memory never runs another task: the search stops instead of waiting forever."""
+    features, target = _training_data()
+    # Pause at 1% of a 1 GiB limit: every worker is paused from the start, as when a fit's memory never falls.
+    with (
+        dask.config.set({"distributed.worker.memory.pause": 0.01}),
+        LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="1GiB", dashboard_address=":0") as paused,
+        Client(paused) as client,
+    ):
+        started = time.monotonic()
+        with pytest.raises(ClusterError) as raised:
+            search.run(
+                search.grid_search(model.build_pipeline(), GRID, SearchConfig(), verbose=False),
+                features,
+                target,
+                client,
+                paused_timeout=3,
+            )
+        waited = time.monotonic() - started
+    message = str(raised.value)
+    assert message.startswith("the search stopped: all 2 workers have been paused for 3 s at "), message
+    assert "of their 1.00 GiB memory limit: Dask pauses a worker at 80% of its limit" in message
+    assert "SKFLEET_WORKER_MEMORY_LIMIT" in message
+    assert 3 <= waited < 30, waited
