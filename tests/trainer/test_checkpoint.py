@@ -48,8 +48,8 @@ def fitted(
     fits = FitCheckpoint(output, features, target, grid_search, resume=resume)
     with get_task_stream(client) as stream:
         outcome = search.run(grid_search, features, target, client, fits)
-    # joblib names each task after its batch: batch_of__fit_and_score_N_calls-<uuid>.
-    batches = [re.match(r"batch_of__fit_and_score_(\d+)_calls", task["key"]) for task in stream.data]
+    # joblib names each task after its batch: [mixed_]batch_of__fit_and_score_N_calls-<uuid>.
+    batches = [re.match(r"(?:mixed_)?batch_of__fit_and_score_(\d+)_calls", task["key"]) for task in stream.data]
     return outcome, sum(int(batch[1]) for batch in batches if batch)
 
 

@@ -47,7 +47,7 @@ def test_parquet_loads(tmp_path: Path) -> None:
 
 
 def test_only_needed_columns_are_read(tmp_path: Path) -> None:
-    # Text in columns the trainer never reads must not matter: they are not parsed at all.
+    # Text in columns the trainer never uses must not matter: they are parsed, never checked.
     frame = asa_frame()
     frame["CarrierDelay"] = "not a number"
     frame["TaxiIn"] = "garbage"
@@ -117,3 +117,103 @@ def test_split_is_the_demo_split() -> None:
     assert len(test) == math.ceil(0.3 * len(frame))  # scikit-learn rounds the test share up
     train_again, _ = data.split(frame, test_size=0.3, seed=100)
     pd.testing.assert_frame_equal(train, train_again)
+
+
+# Found by tests/trainer/test_fuzz_input.py: files read wrongly, or refused with a misleading line.
+
+
+@pytest.mark.parametrize("data_row", [1, 3])
+def test_a_row_with_an_extra_field_is_refused_not_shifted(tmp_path: Path, data_row: int) -> None:
+    # pandas reads only the needed columns without counting fields: a stray comma in the
+    # unused Year shifted the rest of the row (Month read 2008), and in the first data row
+    # every row of the file.
+    lines = asa_frame().to_csv(index=False, na_rep="NA").splitlines()
+    lines[data_row] = "," + lines[data_row]
+    path = tmp_path / "stray-comma.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=rf"stray-comma.csv: line {data_row + 1} has 30 fields but the header has 29 \(a stray"):
+        data.load(path)
+
+
+def test_a_needed_column_twice_in_the_header_is_refused(tmp_path: Path) -> None:
+    # pandas renames the second to "Month.1" and the first one was used, silently.
+    frame = asa_frame()
+    frame.insert(2, "Month.1", 13 - frame["Month"])
+    path = tmp_path / "twice.csv"
+    path.write_text(frame.to_csv(index=False, na_rep="NA").replace("Month.1", "Month", 1))
+    with pytest.raises(InputError, match=r"twice.csv: column Month appears 2 times in the header; keep one"):
+        data.load(path)
+
+
+@pytest.mark.parametrize(
+    ("written", "shown"),
+    [("1e308", "1e+308"), (str(10**30), "1e+30"), ("-inf", "-inf"), (str(10**19), "10000000000000000000"), ("13", "13")],
+)
+def test_out_of_range_values_are_quoted_as_written(tmp_path: Path, written: str, shown: str) -> None:
+    # int() of the float 1e30 printed 1000000000000000019884624838656: digits the file never held.
+    frame = asa_frame()
+    frame["Month"] = frame["Month"].astype(object)
+    frame.loc[4, "Month"] = written
+    path = write_csv(frame, tmp_path / "huge.csv")
+    with pytest.raises(InputError) as error:
+        data.load(path)
+    assert f"column Month has out-of-range value {shown} (data row 5); expected a month 1-12" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "hint"),
+    [
+        (
+            lambda text: text.replace(",", ";").encode(),
+            "the header is one column holding semicolons: the trainer reads comma-separated",
+        ),
+        (lambda text: text.replace(",", "\t").encode(), "the header is one column holding tabs"),
+        (lambda text: text.encode("utf-16"), "the header holds NUL bytes (UTF-16 text?): save the file as UTF-8"),
+        (lambda text: text.split("\n", 1)[1].encode(), "the first line holds values, not column names (is the header missing?)"),
+    ],
+    ids=["semicolons", "tabs", "utf-16", "no-header"],
+)
+def test_unknown_layout_says_what_is_wrong_with_the_file(tmp_path: Path, content, hint: str) -> None:
+    # All eleven columns were reported missing, when the file, not its columns, was the problem.
+    path = tmp_path / "flights.csv"
+    path.write_bytes(content(asa_frame().to_csv(index=False, na_rep="NA")))
+    with pytest.raises(InputError, match="unknown layout") as error:
+        data.load(path)
+    assert hint in str(error.value)
+    assert "missing columns Month, DayofMonth" in str(error.value)
+
+
+def test_latin1_text_is_refused_where_used_and_ignored_where_not(tmp_path: Path) -> None:
+    # Was "'utf-8' codec can't decode byte 0xfc in position 1", a position within no one knew what.
+    frame = asa_frame()
+    frame.loc[3, "Origin"] = "Zürich"
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(frame.to_csv(index=False, na_rep="NA").encode("latin-1"))
+    with pytest.raises(
+        InputError, match=r"column Origin is not UTF-8 text: found 'Z\ufffdrich' \(data row 4; .*save the file as UTF-8"
+    ):
+        data.load(path)
+
+    frame = asa_frame()
+    frame.loc[3, "TailNum"] = "Zürich"  # never used: no reason to refuse the file
+    path.write_bytes(frame.to_csv(index=False, na_rep="NA").encode("latin-1"))
+    assert len(data.load(path).frame) == frame["ArrDelay"].notna().sum()
+
+
+def test_too_few_rows_are_refused_naming_the_file(tmp_path: Path) -> None:
+    # A 4-row file reached the search, failing there without naming the file ("cv=2 folds need more rows").
+    path = write_csv(asa_frame().dropna(subset=["ArrDelay"]).head(data.MIN_ROWS - 1), tmp_path / "short.csv")
+    with pytest.raises(
+        InputError,
+        match=rf"short.csv: only {data.MIN_ROWS - 1} rows with ArrDelay \(0 without\); training needs at least {data.MIN_ROWS}",
+    ):
+        data.load(path)
+    with pytest.raises(InputError, match=r"--top-routes 1 leaves \d rows; training needs at least 10"):
+        data.restrict(data.load(None, synthetic_rows=300).frame, top_routes=1, sample_rows=None, seed=1)
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.csv"
+    path.touch()
+    with pytest.raises(InputError, match=r"empty.csv: empty file$"):
+        data.load(path)
