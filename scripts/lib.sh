@@ -74,3 +74,14 @@ ensure_ssh_client() {
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-client >/dev/null
 }
+
+# Headless Chromium (Debian's package) and a font, for the test that renders the run report.
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1; then
+    return
+  fi
+  [[ "$(id -u)" -eq 0 ]] || die "no chromium: install Debian's chromium package (the run report's browser test)"
+  log "installing chromium"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+}

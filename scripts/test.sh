@@ -4,8 +4,9 @@
 #   scripts/test.sh                  # all of it (about 25 minutes on 2 cores, cold; Ansible on 3 VMs included)
 #   scripts/test.sh -m "not docker"  # the fast part, no Docker engine needed
 #
-# Arguments go to pytest. Installs Docker and Compose (as root) and the offline base image
-# when they are missing, so it passes on a fresh Debian/Ubuntu machine.
+# Arguments go to pytest. Installs Docker and Compose (as root), the offline base image and
+# Chromium (the run report's browser test) when they are missing, so it passes on a fresh
+# Debian/Ubuntu machine.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -18,6 +19,7 @@ cd "${SKFLEET_ROOT}"
 "${SKFLEET_ROOT}/scripts/dev-env.sh"
 ensure_engine
 ensure_ssh_client
+ensure_chromium
 ensure_base_image
 ensure_pip_ca_bundle
 exec .venv/bin/pytest "$@"

@@ -179,7 +179,8 @@ def train(args: argparse.Namespace) -> int:
     fits = checkpoint.FitCheckpoint(args.output, X_train, y_train, grid_search, resume=args.resume)
     with cluster.connect(args.workers, args.workers_timeout) as (client, cluster_info):
         outcome = search.run(grid_search, X_train, y_train, client, fits, paused_timeout=args.paused_timeout)
-    evaluation = report.evaluate(outcome, X_test, y_test, y_train)
+    predictions = report.predict(outcome, X_test, y_test, y_train)
+    evaluation = report.evaluate(predictions)
 
     run_id = report.new_run_id()
     settings = {
@@ -203,7 +204,7 @@ def train(args: argparse.Namespace) -> int:
         settings=settings,
         crosscheck_mismatches=mismatches,
     )
-    folder = report.write_run(args.output, run_id, results, outcome)
+    folder = report.write_run(args.output, run_id, results, outcome, predictions)
     fits.discard()
     print(report.summary(results, folder), flush=True)
     return 0

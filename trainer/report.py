@@ -1,4 +1,4 @@
-"""Evaluate the best model on the held-out test set and write the run folder atomically."""
+"""Evaluate the best model on the held-out test set and write the run folder (report included) atomically."""
 
 from __future__ import annotations
 
@@ -18,12 +18,15 @@ import pandas as pd
 import skops.io
 from sklearn.metrics import accuracy_score, roc_auc_score
 
+from trainer import report_html
 from trainer.cluster import ClusterInfo
 from trainer.data import Dataset
 from trainer.errors import InputError
 from trainer.search import SearchOutcome
 
 MODEL_FILE = "model.skops"
+# Everything a run folder holds, sorted: the results, the CV table, the model, the report.
+RUN_FILES = sorted(["results.json", "cv_results.csv", MODEL_FILE, report_html.REPORT_FILE, *report_html.FIGURES.values()])
 # Types the model file holds beyond what skops trusts by default: the forest's tree
 # structure (scikit-learn's own), our pipeline and our encoder. Anything else is refused on load.
 TRUSTED_MODEL_TYPES = [
@@ -43,18 +46,40 @@ class Evaluation:
     positive_rate: float
 
 
-def evaluate(outcome: SearchOutcome, X_test: pd.DataFrame, y_test: pd.Series, y_train: pd.Series) -> Evaluation:  # noqa: N803
-    """Give accuracy and ROC AUC of the refitted best model, and the baseline, on the test set."""
+@dataclass(frozen=True)
+class Predictions:
+    """The refitted best model's answers on the test set: what the numbers and the report's figures are made of."""
+
+    truth: np.ndarray
+    predicted: np.ndarray
+    positive_probability: np.ndarray
+    # The training set's most frequent class: the majority baseline's constant answer.
+    majority_class: int
+
+
+def predict(outcome: SearchOutcome, X_test: pd.DataFrame, y_test: pd.Series, y_train: pd.Series) -> Predictions:  # noqa: N803
+    """Give the refitted best model's classes and positive-class probabilities on the test set."""
     model = outcome.search.best_estimator_
-    majority = int(y_train.mode().iloc[0])
-    positive = list(model.classes_).index(1)
-    probabilities = model.predict_proba(X_test)[:, positive]
-    roc_auc = roc_auc_score(y_test, probabilities) if y_test.nunique() > 1 else float("nan")
+    probabilities = model.predict_proba(X_test)
+    # The forest's own predict is this argmax: one pass over the trees instead of two.
+    predicted = np.asarray(model.classes_).take(np.argmax(probabilities, axis=1))
+    return Predictions(
+        truth=y_test.to_numpy(),
+        predicted=predicted,
+        positive_probability=probabilities[:, list(model.classes_).index(1)],
+        majority_class=int(y_train.mode().iloc[0]),
+    )
+
+
+def evaluate(predictions: Predictions) -> Evaluation:
+    """Give accuracy and ROC AUC of the refitted best model, and the baseline, on the test set."""
+    truth = predictions.truth
+    roc_auc = roc_auc_score(truth, predictions.positive_probability) if len(np.unique(truth)) > 1 else float("nan")
     return Evaluation(
-        test_accuracy=float(accuracy_score(y_test, model.predict(X_test))),
+        test_accuracy=float(accuracy_score(truth, predictions.predicted)),
         test_roc_auc=float(roc_auc),
-        baseline_accuracy=float(np.mean(y_test == majority)),
-        positive_rate=float(np.mean(y_test == 1)),
+        baseline_accuracy=float(np.mean(truth == predictions.majority_class)),
+        positive_rate=float(np.mean(truth == 1)),
     )
 
 
@@ -116,18 +141,21 @@ def results_document(
         "versions": cluster.versions,
         "dataset": {"name": dataset.name, "layout": dataset.layout, "checksum": dataset.checksum},
         "settings": _plain(settings),
+        # Beside results.json: the report page and its figures (trainer/report_html.py).
+        "report_files": [report_html.REPORT_FILE, *report_html.FIGURES.values()],
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
-def write_run(output: Path, run_id: str, results: dict[str, Any], outcome: SearchOutcome) -> Path:
-    """Give the run folder holding results.json, cv_results.csv and the model, written atomically."""
+def write_run(output: Path, run_id: str, results: dict[str, Any], outcome: SearchOutcome, predictions: Predictions) -> Path:
+    """Give the run folder holding results.json, cv_results.csv, the model and the report, written atomically."""
     with atomic_run_folder(output, run_id) as folder:
         (folder / "results.json").write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
         cv_results = pd.DataFrame(outcome.search.cv_results_)
         cv_results["params"] = cv_results["params"].map(lambda params: json.dumps(_plain(params), sort_keys=True))
         cv_results.to_csv(folder / "cv_results.csv", index=False)
         skops.io.dump(outcome.search.best_estimator_, folder / MODEL_FILE)
+        report_html.write(folder, results, outcome.search, predictions)
     return output / run_id
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import _thread
 import concurrent.futures
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from trainer.checkpoint import FitCheckpoint
 from trainer.config import SearchConfig
 from trainer.errors import ClusterError, InputError, first_line
 from trainer.model import check_no_leak
+from trainer.progress import ProgressBar, live_bar
 
 # joblib prints "Done k out of n | elapsed | remaining" about this many times a search.
 PROGRESS_LINES = 10
@@ -50,40 +52,56 @@ class ClusterBackend(DaskDistributedBackend):
     fit the checkpoint already holds is answered from it instead of being sent to the cluster.
     """
 
-    def __init__(self, *args: Any, checkpoint: FitCheckpoint | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        checkpoint: FitCheckpoint | None = None,
+        progress: ProgressBar | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.checkpoint = checkpoint
+        self.progress = progress
 
     def effective_n_jobs(self, n_jobs):
         return max(2, super().effective_n_jobs(n_jobs))
 
     def submit(self, func, callback=None):
         """Send a batch of joblib tasks to the cluster, less the fits the checkpoint holds."""
-        checkpoint = self.checkpoint
-        if checkpoint is None:
+        checkpoint, progress = self.checkpoint, self.progress
+        if checkpoint is None and progress is None:
             return super().submit(func, callback)
-        keys = [checkpoint.key(function, args, kwargs) for function, args, kwargs in func.items]
-        results = [checkpoint.get(key, kwargs) for key, (_, _, kwargs) in zip(keys, func.items, strict=True)]
+        keys: list[str | None] = [None] * len(func.items)
+        results: list[Any] = [None] * len(func.items)
+        if checkpoint:
+            keys = [checkpoint.key(function, args, kwargs) for function, args, kwargs in func.items]
+            results = [checkpoint.get(key, kwargs) for key, (_, _, kwargs) in zip(keys, func.items, strict=True)]
         missing = [index for index, result in enumerate(results) if result is None]
+
+        def finished(out):
+            # A finished batch is a list of results; anything else is joblib's wrapped exception.
+            try:
+                if isinstance(out, list):
+                    for index, result in zip(missing, out, strict=True):
+                        if checkpoint:
+                            checkpoint.put(keys[index], result)
+                        results[index] = result
+                    out = results
+                    if progress:
+                        progress.advance(len(results))
+            except Exception as error:  # joblib raises it; without a callback it would wait forever
+                out = error
+            callback(out)
+
         if not missing:
             # joblib waits for the callback, from the event loop's thread as for a real batch.
             done = concurrent.futures.Future()
             done.get = done.result  # joblib's AsyncResult API, as the parent's futures
             done.set_result(results)
-            self.client.loop.add_callback(callback, results)
+            self.client.loop.add_callback(finished, [])  # no result to add: every one is known
             return done
-
-        def store(out):
-            # A finished batch is a list of results; anything else is joblib's wrapped exception.
-            if isinstance(out, list):
-                for index, result in zip(missing, out, strict=True):
-                    checkpoint.put(keys[index], result)
-                    results[index] = result
-                out = results
-            callback(out)
-
         remaining = func if len(missing) == len(keys) else SimpleNamespace(items=[func.items[index] for index in missing])
-        return super().submit(remaining, store)
+        return super().submit(remaining, finished)
 
 
 @dataclass(frozen=True)
@@ -199,16 +217,21 @@ def run(
     try:
         # GridSearchCV does not pass its verbosity to joblib; the config carries it, and
         # joblib then reports "Done k out of n | elapsed | remaining" as fits finish.
-        progress = PROGRESS_LINES if search.verbose else 0
+        # On a terminal a live bar replaces them.
+        bar = live_bar(n_fits, sys.stderr) if search.verbose else None
+        lines = PROGRESS_LINES if search.verbose and bar is None else 0
         joblib.register_parallel_backend(CLUSTER_BACKEND, ClusterBackend)
-        backend = joblib.parallel_backend(CLUSTER_BACKEND, checkpoint=checkpoint)
-        with PausedWatchdog(client, paused_timeout) as watchdog, backend, joblib.parallel_config(verbose=progress):
+        backend = joblib.parallel_backend(CLUSTER_BACKEND, checkpoint=checkpoint, progress=bar)
+        with PausedWatchdog(client, paused_timeout) as watchdog, backend, joblib.parallel_config(verbose=lines):
             try:
                 search.fit(X, y)
             except KeyboardInterrupt:
                 if watchdog.reason is None:
                     raise
                 raise ClusterError(f"the search stopped: {watchdog.reason}. Fix: {MEMORY_FIX}") from None
+            finally:
+                if bar is not None:
+                    bar.close()
     except InvalidParameterError as error:
         raise InputError(f"the grid holds a value the forest rejects: {first_line(error)}") from None
     except (KilledWorker, OSError, TimeoutError, concurrent.futures.CancelledError) as error:

@@ -146,6 +146,7 @@ def stack_environment(project: str, tmp: Path) -> tuple[dict[str, str], Path, Pa
         "SKFLEET_WORKERS": str(N_WORKERS),
         "SKFLEET_SCHEDULER_PORT": str(free_port()),
         "SKFLEET_DASHBOARD_PORT": str(free_port()),
+        "SKFLEET_PROMETHEUS_PORT": str(free_port()),
         "SKFLEET_DATA_DIR": str(data_dir),
         "SKFLEET_OUTPUT_DIR": str(output_dir),
         "SKFLEET_UID": str(uid),

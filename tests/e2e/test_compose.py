@@ -9,14 +9,17 @@ import re
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import prometheus_client.parser
 import pytest
 from distributed import Client
 
 from tests.conftest import asa_frame, write_csv
 from tests.e2e.conftest import N_WORKERS, ROOT, Stack, crash, free_port, stack_environment, wait_for
+from trainer.report import RUN_FILES
 
 pytestmark = [
     pytest.mark.docker,
@@ -29,7 +32,7 @@ SMALL_GRID = ["--param", "n_estimators=4,8", "--param", "max_depth=4,8"]
 
 def results_of(stack: Stack, before: list[Path]) -> dict:
     (folder,) = [path for path in stack.run_folders() if path not in before]
-    assert sorted(path.name for path in folder.iterdir()) == ["cv_results.csv", "model.skops", "results.json"]
+    assert sorted(path.name for path in folder.iterdir()) == RUN_FILES
     for path in [folder, *folder.iterdir()]:
         assert path.stat().st_uid == stack.uid, f"{path} is not owned by uid {stack.uid}"
     return json.loads((folder / "results.json").read_text())
@@ -50,6 +53,48 @@ def test_scheduler_and_dashboard_listen_on_loopback_only(stack: Stack) -> None:
         assert published.startswith("127.0.0.1:"), published
     with urllib.request.urlopen(f"http://127.0.0.1:{stack.dashboard_port}/health", timeout=5) as response:
         assert response.read() == b"ok"
+
+
+def test_scheduler_and_every_worker_serve_prometheus_metrics(stack: Stack) -> None:
+    """/metrics out of the box: the scheduler's on the published dashboard port, each worker's in its container."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.dashboard_port}/metrics", timeout=5) as response:
+        scheduler = metrics(response.read().decode())
+    assert sum(scheduler["dask_scheduler_workers"].values()) == N_WORKERS, scheduler["dask_scheduler_workers"]
+    assert "dask_scheduler_tasks" in scheduler
+    fetch = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8787/metrics', timeout=5).read().decode())"
+    for index in range(1, N_WORKERS + 1):
+        worker = metrics(stack.compose("exec", "-T", "--index", str(index), "worker", "python", "-c", fetch).stdout)
+        assert list(worker["dask_worker_threads"].values()) == [1.0], worker["dask_worker_threads"]
+        assert sum(worker["dask_worker_memory_bytes"].values()) > 0
+
+
+def test_the_metrics_profile_scrapes_the_scheduler_and_every_worker(stack: Stack) -> None:
+    """Prometheus, built offline from the base's Debian package, finds the scheduler and each worker."""
+    port = stack.env["SKFLEET_PROMETHEUS_PORT"]
+    stack.compose("--profile", "metrics", "up", "--detach", "--build", "--wait", "prometheus")
+    try:
+        assert stack.compose("--profile", "metrics", "port", "prometheus", "9090").stdout.strip().startswith("127.0.0.1:")
+
+        def healthy_targets() -> list[dict] | None:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5) as response:
+                targets = json.loads(response.read())["data"]["activeTargets"]
+            up = [target for target in targets if target["health"] == "up"]
+            return up if len(up) == 1 + N_WORKERS else None
+
+        up = wait_for(healthy_targets, f"Prometheus to scrape the scheduler and {N_WORKERS} workers", timeout=90)
+        assert sorted(target["labels"]["job"] for target in up) == ["dask-scheduler"] + ["dask-workers"] * N_WORKERS
+        query = urllib.parse.urlencode({"query": "sum(dask_scheduler_workers)"})
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/query?{query}", timeout=5) as response:
+            (result,) = json.loads(response.read())["data"]["result"]
+        assert float(result["value"][1]) == N_WORKERS
+    finally:
+        stack.compose("--profile", "metrics", "rm", "--stop", "--force", "prometheus", check=False)
+
+
+def metrics(text: str) -> dict[str, dict[tuple, float]]:
+    """Give Prometheus text as family name -> {labels: value}, parsed by prometheus_client."""
+    families = prometheus_client.parser.text_string_to_metric_families(text)
+    return {family.name: {tuple(sorted(sample.labels.items())): sample.value for sample in family.samples} for family in families}
 
 
 def test_ports_are_closed_on_every_other_local_address(stack: Stack) -> None:

@@ -131,7 +131,17 @@ def test_full_run_writes_the_run_folder(tmp_path: Path, capsys, monkeypatch) -> 
     captured = capsys.readouterr()
     assert code == 0, captured.err
     (folder,) = output.iterdir()
-    assert sorted(path.name for path in folder.iterdir()) == ["cv_results.csv", "model.skops", "results.json"]
+    assert sorted(path.name for path in folder.iterdir()) == [
+        "confusion.png",
+        "cv_results.csv",
+        "fit_times.png",
+        "heatmap.png",
+        "importances.png",
+        "model.skops",
+        "report.html",
+        "results.json",
+        "roc.png",
+    ]
     results = json.loads((folder / "results.json").read_text())
     for key in (
         "best_params",

@@ -25,12 +25,12 @@ from hypothesis import strategies as st
 from tests.conftest import asa_frame, write_csv
 from trainer import layouts
 from trainer.cli import main
+from trainer.report import RUN_FILES
 
 pytestmark = pytest.mark.cluster
 
 # A clean run of the tiny grid takes about a second; a minute is a hang, not a slow machine.
 EXAMPLE_SECONDS = 60
-RUN_FILES = ["cv_results.csv", "model.skops", "results.json"]
 TINY_GRID = ["--param", "n_estimators=2", "--param", "max_depth=2", "--cv", "2"]
 BASE_ROWS = 60
 
