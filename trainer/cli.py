@@ -174,6 +174,12 @@ def train(args: argparse.Namespace) -> int:
     X_test, y_test = model.feature_matrix(test_frame)  # noqa: N806
     if y_train.nunique() < 2:
         raise InputError(f"{dataset.name}: the training split holds a single class; use more rows")
+    largest = int(y_train.value_counts().max())
+    if largest < config.cv:
+        raise InputError(
+            f"{dataset.name}: cv={config.cv} folds need {config.cv} training rows of a class, and the {len(y_train)} "
+            f"training rows hold at most {largest}; use more rows or a lower --cv"
+        )
 
     grid_search = search.grid_search(pipeline, grid, config, verbose=not args.quiet)
     fits = checkpoint.FitCheckpoint(args.output, X_train, y_train, grid_search, resume=args.resume)

