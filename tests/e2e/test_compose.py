@@ -71,8 +71,8 @@ def test_scheduler_and_every_worker_serve_prometheus_metrics(stack: Stack) -> No
 def test_the_metrics_profile_scrapes_the_scheduler_and_every_worker(stack: Stack) -> None:
     """Prometheus, built offline from the base's Debian package, finds the scheduler and each worker."""
     port = stack.env["SKFLEET_PROMETHEUS_PORT"]
-    stack.compose("--profile", "metrics", "up", "--detach", "--build", "--wait", "prometheus")
     try:
+        stack.compose("--profile", "metrics", "up", "--detach", "--build", "--wait", "prometheus")
         assert stack.compose("--profile", "metrics", "port", "prometheus", "9090").stdout.strip().startswith("127.0.0.1:")
 
         def healthy_targets() -> list[dict] | None:
