@@ -86,8 +86,8 @@ class FitCheckpoint:
         if key is None or self._broken or not isinstance(result, dict) or result.get("fit_error") is not None:
             return
         try:
-            stored = {name: _plain(value) for name, value in result.items() if name not in ("parameters", "estimator")}
-            line = json.dumps({"key": key, "result": stored}) + "\n"
+            stored = {name: value for name, value in result.items() if name not in ("parameters", "estimator")}
+            line = json.dumps({"key": key, "result": stored}, default=_numpy_scalar) + "\n"
             with self._lock:
                 self._results[key] = stored
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,9 +130,8 @@ def _read(path: Path) -> dict[str, dict[str, Any]]:
     return results
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(name): _plain(item) for name, item in value.items()}
+def _numpy_scalar(value: Any) -> Any:
+    """json.dumps' hook for what it can't write itself: numpy scalars become Python numbers."""
     if isinstance(value, np.generic):
         return value.item()
-    return value
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
