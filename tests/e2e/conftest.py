@@ -7,11 +7,13 @@ When a test fails, the containers' logs are printed, so a red CI run explains it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -91,6 +93,13 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def docker(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} exited {result.returncode}: {result.stderr}")
+    return result
 
 
 @dataclass(frozen=True)
@@ -207,3 +216,40 @@ def _dump_logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
     if report is not None and report.failed and "stack" in request.fixturenames:
         stack: Stack = request.getfixturevalue("stack")
         print(f"\n===== container logs of {stack.project} =====\n{stack.logs()}")
+
+
+def drifted_image(stack: Stack, package: str, version: str, tmp_path: Path) -> str:
+    """Give a worker image that differs from the stack's in PACKAGE only (at VERSION)."""
+    # The wheel (for the image's Python) is fetched on the host: the image build needs no network or CA bundle.
+    base = f"skfleet/runtime:{stack.env['SKFLEET_TAG']}"
+    python = docker("run", "--rm", base, "python", "-c", "import sys; print('%d.%d' % sys.version_info[:2])").stdout.strip()
+    platform = ["--python-version", python, "--implementation", "cp", "--only-binary=:all:"]
+    platform += [f"--platform={tag}" for tag in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")]
+    download = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *platform, "-d", str(tmp_path)]
+    subprocess.run([*download, f"{package}=={version}"], check=True)
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {base}\n"
+        "USER root\n"
+        "COPY *.whl /tmp/wheels/\n"
+        "RUN pip install --no-deps --no-index /tmp/wheels/*.whl\n"
+        "USER 10001:10001\n"
+    )
+    image = f"skfleet/runtime-drift:{stack.project}-{package}"
+    docker("build", "--quiet", "-t", image, str(tmp_path))
+    return image
+
+
+@contextlib.contextmanager
+def joined_worker(stack: Stack, image: str, name: str, *worker_args: str) -> Iterator[str]:
+    """Run one more worker container (`dask worker` of IMAGE) on the stack's network; give its name; remove it after."""
+    container = f"{stack.project}-{name}"
+    command = ["dask", "worker", "tcp://scheduler:8786", "--nthreads", "1", "--memory-limit", "1GiB", *worker_args]
+    docker("run", "--detach", "--name", container, "--network", f"{stack.project}_default", image, *command)
+    try:
+        yield container
+    finally:
+        print(docker("logs", "--tail", "50", container, check=False).stderr)
+        docker("rm", "--force", container, check=False)
+        if image != f"skfleet/runtime:{stack.env['SKFLEET_TAG']}":
+            docker("rmi", "--force", image, check=False)
+        time.sleep(2)  # the scheduler drops the worker as its connection closes

@@ -11,9 +11,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import tarfile
 import time
+import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,13 +25,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from distributed import Client, Event
 from distributed.security import Security
+from prometheus_client.parser import text_string_to_metric_families
 
+from tests import runbooks
 from tests.e2e.conftest import wait_for
 from tests.vms import VmFleet, destroy_leftovers
 
@@ -177,6 +184,8 @@ def playbooks(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
         skfleet_firewall_allowed_sources=[fleet.gateway],
         # The test registry speaks plain HTTP on the test network.
         docker_engine_insecure_registries=[cluster.registry],
+        # site.yml and scale.yml write a Prometheus scrape configuration from the inventory.
+        skfleet_prometheus_config=str(work / "prometheus.yml"),
     )
     cluster.write_inventory(["vm2", "vm3"])
     try:
@@ -290,6 +299,113 @@ def test_train_fetches_the_run_folder(playbooks: Playbooks) -> None:
     assert results["test_accuracy"] >= results["baseline_accuracy"]
 
 
+def test_the_rendered_prometheus_config_lists_every_metrics_endpoint_and_each_answers(playbooks: Playbooks) -> None:
+    config = yaml.safe_load((playbooks.inventory_dir.parent / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job["static_configs"] for job in config["scrape_configs"]}
+    targets = {job: {(static["targets"][0], static["labels"]["host"]) for static in statics} for job, statics in jobs.items()}
+    address = {vm: playbooks.fleet.vm(vm).address for vm in ("vm1", "vm2", "vm3")}
+    assert targets == {
+        "dask-scheduler": {(f"{address['vm1']}:8787", "vm1")},
+        "dask-workers": {(f"{address['vm2']}:8788", "vm2"), (f"{address['vm3']}:8788", "vm3")},
+    }
+    # What Prometheus would scrape, from this controller (the firewall admits it): Prometheus text, the right server.
+    for job, expected_family in (("dask-scheduler", "dask_scheduler_workers"), ("dask-workers", "dask_worker_threads")):
+        for target, _ in targets[job]:
+            with urllib.request.urlopen(f"http://{target}/metrics", timeout=10) as response:
+                families = {family.name for family in text_string_to_metric_families(response.read().decode())}
+            assert expected_family in families, (target, sorted(families)[:20])
+
+
+def ops(playbooks: Playbooks, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run scripts/ops.sh -i INVENTORY ARGS, as an operator would from the repository root."""
+    command = [str(ROOT / "scripts" / "ops.sh"), "-i", str(playbooks.inventory_dir / "hosts.ini"), *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def runbook_env(playbooks: Playbooks) -> dict[str, str]:
+    """The environment docs/runbooks/ asks for: INVENTORY, the inventory's hosts file."""
+    return {**os.environ, "INVENTORY": str(playbooks.inventory_dir / "hosts.ini"), "ANSIBLE_FORCE_COLOR": "0"}
+
+
+def test_ops_status_names_every_vm_and_the_tls_scheduler(playbooks: Playbooks) -> None:
+    result = ops(playbooks, "status")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"scheduler  {playbooks.scheduler}" in result.stdout
+    assert "2 of 2 joined" in result.stdout and result.stdout.rstrip().endswith("healthy")
+    for vm in ("vm2", "vm3"):
+        assert re.search(rf"tls://{re.escape(playbooks.fleet.vm(vm).address)}:8790 +{vm} +running", result.stdout), result.stdout
+
+
+def test_ops_logs_gathers_every_vms_containers(playbooks: Playbooks, tmp_path: Path) -> None:
+    result = ops(playbooks, "logs", "--output", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    (archive,) = tmp_path.iterdir()
+    with tarfile.open(archive) as tar:
+        members = {Path(*Path(member.name).parts[1:]).as_posix(): member for member in tar.getmembers()}
+        scheduler = tar.extractfile(members["vm1/skfleet-scheduler.log"]).read().decode()
+    assert {"vm1/containers.txt", "vm2/skfleet-worker.log", "vm3/skfleet-worker.log", "status.txt"} <= set(members)
+    assert re.search(rf"Scheduler at: +{re.escape(playbooks.scheduler)}", scheduler), scheduler[:3000]
+
+
+def test_ops_train_streams_progress_and_fetches_the_run(playbooks: Playbooks, tmp_path: Path) -> None:
+    grid = ["--synthetic-rows", "6000", "--param", "max_depth=4", "--param", "n_estimators=10"]
+    result = ops(playbooks, "train", "--fetch-dir", str(tmp_path), "--", *grid)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"Done +3 out of +3", result.stderr), result.stderr[-3000:]  # streamed from the VM as it ran
+    (run,) = tmp_path.iterdir()
+    assert f"run {run.name} fetched to {run}" in result.stdout
+    results = json.loads((run / "results.json").read_text())
+    assert results["scheduler_address"] == playbooks.scheduler and results["n_workers"] == 2
+    assert (run / "report.html").stat().st_size > 0
+
+
+def test_ops_restart_worker_keeps_its_data_and_it_rejoins(playbooks: Playbooks) -> None:
+    started = worker_started_at(playbooks, "vm2")
+    with playbooks.client() as client:
+        payload = client.submit(random_payload, 1 << 20, workers=[worker_hosts(client)[playbooks.fleet.vm("vm2").address]],
+                                allow_other_workers=False, pure=False)  # fmt: skip
+        expected = payload.result(timeout=60)
+        result = ops(playbooks, "restart-worker", "vm2")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "skfleet-worker on vm2 restarted and rejoined" in result.stdout
+        assert payload.result(timeout=60) == expected  # moved to vm3 first, never recomputed
+        assert len(worker_hosts(client)) == 2
+    assert worker_started_at(playbooks, "vm2") > started
+
+
+def test_ops_retire_worker_then_the_runbook_adds_it_back(playbooks: Playbooks) -> None:
+    result = ops(playbooks, "retire-worker", "vm3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert playbooks.containers("vm3") == []
+    status = ops(playbooks, "status")
+    assert status.returncode == 1 and "1 of 2 workers joined the scheduler" in status.stdout, status.stdout
+    _, status = runbooks.run("add-remove-vm.md#add-a-vm", runbook_env(playbooks))
+    assert status.stdout.rstrip().endswith("healthy")
+    assert playbooks.containers("vm3") == ["skfleet-worker"]
+
+
+def test_the_tunnel_runbook_opens_the_dashboard(playbooks: Playbooks) -> None:
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", 8787)) != 0, "127.0.0.1:8787 is taken here: the runbook's tunnel needs it"
+    (tunnel,) = runbooks.run("dashboard-tunnel.md#open-it", runbook_env(playbooks))
+    try:
+        line = tunnel.stdout.readline()
+        assert line.startswith("dashboard: http://127.0.0.1:8787/status"), line + tunnel.stderr.read()
+        with urllib.request.urlopen("http://127.0.0.1:8787/health", timeout=10) as response:
+            assert response.read() == b"ok"
+        with urllib.request.urlopen("http://127.0.0.1:8787/status", timeout=10) as response:
+            assert b"Dask" in response.read()
+    finally:
+        still_open = tunnel.poll() is None
+        if still_open:
+            os.killpg(tunnel.pid, signal.SIGTERM)
+        stdout, stderr = tunnel.communicate(timeout=30)
+    assert still_open, f"the tunnel ended by itself (exit {tunnel.returncode}): {stdout}{stderr}"
+    assert "tunnel closed" in stdout, stdout + stderr
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", 8787)) != 0  # closed with it
+
+
 def test_scale_down_retires_the_worker_and_its_data_moves(playbooks: Playbooks) -> None:
     vm2, vm3 = playbooks.fleet.vm("vm2").address, playbooks.fleet.vm("vm3").address
     with playbooks.client() as client:
@@ -302,8 +418,9 @@ def test_scale_down_retires_the_worker_and_its_data_moves(playbooks: Playbooks) 
         wait_for(lambda: any(client.processing().values()), "the gated tasks to start")
 
         playbooks.write_inventory(["vm2"], retired=["vm3"])
-        playbooks.run("scale.yml")
+        _, status = runbooks.run("add-remove-vm.md#remove-a-vm", runbook_env(playbooks))
         gate.set()
+        assert "1 of 1 joined" in status.stdout and status.stdout.rstrip().endswith("healthy"), status.stdout
 
         assert client.gather(running) == [expected + salt for salt in range(8)]
         assert set(worker_hosts(client)) == {vm2}
@@ -315,7 +432,8 @@ def test_scale_down_retires_the_worker_and_its_data_moves(playbooks: Playbooks) 
 
 def test_scale_up_adds_the_host_back(playbooks: Playbooks) -> None:
     playbooks.write_inventory(["vm2", "vm3"])
-    playbooks.run("scale.yml")
+    _, status = runbooks.run("add-remove-vm.md#add-a-vm", runbook_env(playbooks))
+    assert "2 of 2 joined" in status.stdout, status.stdout
     with playbooks.client() as client:
         assert set(worker_hosts(client)) == {playbooks.fleet.vm("vm2").address, playbooks.fleet.vm("vm3").address}
 
@@ -362,7 +480,9 @@ def test_rotating_the_ca_locks_out_the_old_certificates(playbooks: Playbooks, tm
     for name, content in old.items():
         (tmp_path / name).write_bytes(content)
 
-    playbooks.run("rotate-certs.yml", "-e", json.dumps({"dask_tls_rotate_ca": True}))
+    runbooks.run("tls-rotation.md#rotate-the-ca-and-every-certificate", runbook_env(playbooks))
+    (check,) = runbooks.run("tls-rotation.md#check", runbook_env(playbooks))
+    assert check.stdout.rstrip().endswith("healthy"), check.stdout
 
     assert (tls_dir / "ca.pem").read_bytes() != old["ca.pem"]
     with playbooks.client() as client:  # the new trainer certificate works ...

@@ -17,6 +17,7 @@ import prometheus_client.parser
 import pytest
 from distributed import Client
 
+from tests import runbooks
 from tests.conftest import asa_frame, write_csv
 from tests.e2e.conftest import N_WORKERS, ROOT, Stack, crash, free_port, stack_environment, wait_for
 from trainer.report import RUN_FILES
@@ -361,5 +362,12 @@ def test_a_worker_memory_limit_too_small_for_the_fits_is_explained(stack: Stack,
         assert "Traceback" not in result.stderr
         assert list(output_dir.iterdir()) == []
         print(f"memory: the trainer explained the too-small limit after {ended:.1f} s")
+
+        # The runbook's way out: the workers' own logs say why, a larger limit ends it.
+        env = {**small.env, "LOGS_DIR": str(tmp_path / "logs")}
+        (confirm,) = runbooks.run("oom.md#confirm", env)
+        assert re.search(r"Pausing worker|exceeded 95% memory budget", confirm.stdout), confirm.stdout
+        (fixed,) = runbooks.run("oom.md#fix", env)
+        assert "/ 2.00 GiB" in fixed.stdout and fixed.stdout.rstrip().endswith("healthy"), fixed.stdout
     finally:
         small.compose("down", "--volumes", "--timeout", "5", check=False)

@@ -1,0 +1,82 @@
+"""What the scheduler knows of its cluster, as one JSON document on stdout.
+
+Runs inside the scheduler container (only `distributed` is needed), where the client's TLS
+settings and the address come from the environment:
+
+    docker exec skfleet-scheduler python -c "$(cat probe.py)" [ADDRESS] [PACKAGE ...]
+
+ADDRESS "" or none: DASK_SCHEDULER_ADDRESS. Each worker is also dialled from here, so a
+worker that advertises an address nobody can reach shows up as unreachable. On failure
+the document is {"error": "..."} and the exit code 1.
+"""
+
+import json
+import os
+import sys
+import time
+
+from distributed import Client
+from distributed.comm import connect
+
+CONNECT_TIMEOUT_S = 10
+DIAL_TIMEOUT_S = 3
+
+
+async def dial(address, connection_args):
+    """Give None when ADDRESS answers a connection, else why not."""
+    try:
+        comm = await connect(address, timeout=DIAL_TIMEOUT_S, **connection_args)
+    except (OSError, TimeoutError) as error:
+        return str(error).splitlines()[0][:200] or type(error).__name__
+    await comm.close()
+    return None
+
+
+def probe(address, packages):
+    address = address or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if not address:  # Client() would start a cluster of its own
+        raise ValueError("no scheduler address given and DASK_SCHEDULER_ADDRESS is not set")
+    with Client(address, timeout=CONNECT_TIMEOUT_S) as client:
+        connection_args = client.security.get_connection_args("client")
+        info = client.scheduler_info(n_workers=-1)
+        versions = client.get_versions(check=False, packages=packages)
+        workers = {}
+        for worker_address, worker in info["workers"].items():
+            metrics = worker.get("metrics", {})
+            workers[worker_address] = {
+                "name": str(worker.get("name")),
+                "host": worker.get("host"),
+                "nanny": worker.get("nanny"),
+                "status": worker.get("status"),
+                "nthreads": worker.get("nthreads"),
+                "memory_limit": worker.get("memory_limit"),
+                "memory": metrics.get("memory"),
+                "task_counts": metrics.get("task_counts", {}),
+                "unreachable": client.sync(dial, worker_address, connection_args),
+            }
+        return {
+            "address": info["address"],
+            "uptime_s": time.time() - info.get("started", time.time()),
+            "dashboard_port": info.get("services", {}).get("dashboard"),
+            "workers": workers,
+            "tasks_processing": sum(len(keys) for keys in client.processing().values()),
+            "versions": {
+                "scheduler": versions["scheduler"]["packages"],
+                "workers": {worker: entry["packages"] for worker, entry in versions["workers"].items()},
+            },
+        }
+
+
+def main(argv):
+    address, packages = (argv[0] if argv else ""), argv[1:]
+    try:
+        document = probe(address, packages)
+    except (OSError, TimeoutError, ValueError) as error:
+        print(json.dumps({"error": f"cannot reach the scheduler: {str(error).splitlines()[0]}"}))
+        return 1
+    print(json.dumps(document))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

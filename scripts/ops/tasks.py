@@ -1,0 +1,411 @@
+"""The ops tasks, written once for the local Compose stack and for the hosts of an inventory."""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import signal
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from dask.utils import format_bytes, format_time
+
+from scripts.ops.targets import ROOT, Fleet, Local, OpsError, WorkerContainer
+from trainer.cluster import CHECKED_PACKAGES, VersionReport, package_versions
+from trainer.doctor import WORKER_FIX, table
+
+Target = Local | Fleet
+
+PROBE = (Path(__file__).parent / "probe.py").read_text()
+RETIRE = (ROOT / "ansible" / "roles" / "dask_worker" / "files" / "retire_workers.py").read_text()
+# Exit codes of `status`: a probe can tell "down" from "running, but on the wrong versions".
+HEALTHY, UNHEALTHY, MISMATCH = 0, 1, 4
+# A worker above this share of its memory limit is named (Dask pauses it at 80 %).
+MEMORY_WARNING = 0.7
+POLL_S = 1.0
+
+
+def cluster_state(target: Target) -> dict[str, Any]:
+    """Give the probe's document (scripts/ops/probe.py, run in the scheduler container), or {"error": ...}."""
+    try:
+        done = target.scheduler_python(PROBE, "", *CHECKED_PACKAGES[1:])
+    except OpsError as error:
+        return {"error": str(error)}
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError):
+        return {"error": f"the probe in the scheduler container failed: {(done.stderr.strip() or 'no output')[-300:]}"}
+
+
+def assess(target: Target, state: dict[str, Any]) -> tuple[int, list[str], list[str]]:
+    """Give the exit code, the problems and the warnings of a cluster state."""
+    if "error" in state:
+        return UNHEALTHY, [state["error"]], []
+    problems, warnings = [], []
+    workers = state["workers"]
+    expected = target.expected_workers()
+    if len(workers) < expected:
+        problems.append(f"{len(workers)} of {expected} workers joined the scheduler")
+    names = target.worker_names(workers)
+    for address, worker in sorted(workers.items()):
+        if worker["unreachable"]:
+            problems.append(
+                f"{names[address]} advertises {address}, which the scheduler cannot reach ({worker['unreachable']}): "
+                "see docs/runbooks/unreachable-worker.md"
+            )
+        if worker["status"] != "running":
+            problems.append(f"{names[address]} is {worker['status']} (paused: at its memory limit; see docs/runbooks/oom.md)")
+        elif worker["memory_limit"] and worker["memory"] > MEMORY_WARNING * worker["memory_limit"]:
+            share = worker["memory"] / worker["memory_limit"]
+            warnings.append(f"{names[address]} uses {share:.0%} of its memory limit")
+    report = versions(state)
+    if report.mismatches():
+        return MISMATCH, problems + version_problems(report, names), warnings
+    return (UNHEALTHY if problems else HEALTHY), problems, warnings
+
+
+def versions(state: dict[str, Any]) -> VersionReport:
+    """Give the versions as the trainer's gate compares them, with the scheduler in the client's place."""
+    scheduler = package_versions({"packages": state["versions"]["scheduler"]})
+    workers = {address: package_versions({"packages": packages}) for address, packages in state["versions"]["workers"].items()}
+    return VersionReport(client=scheduler, scheduler=scheduler, workers=workers)
+
+
+def version_problems(report: VersionReport, names: dict[str, str]) -> list[str]:
+    lines = []
+    for package, differing in report.mismatches().items():
+        for where, version in sorted(differing.items()):
+            address = where.removeprefix("worker ")
+            lines.append(
+                f"version mismatch: {package} {version} on {names.get(address, address)} ({address}) "
+                f"vs {report.scheduler[package]} on the scheduler"
+            )
+    if lines:
+        lines.append(f"fix: {WORKER_FIX}; or retire the odd worker (scripts/ops.sh retire-worker NAME)")
+    return lines
+
+
+def render_status(target: Target, state: dict[str, Any], code: int, problems: list[str], warnings: list[str]) -> str:
+    if "error" in state:
+        return f"target     {target.name}\nUNHEALTHY  {problems[0]}"
+    workers = state["workers"]
+    names = target.worker_names(workers)
+    threads = sum(worker["nthreads"] for worker in workers.values())
+    lines = [
+        f"target     {target.name}",
+        f"scheduler  {state['address']}, up {format_time(state['uptime_s'])}",
+        f"workers    {len(workers)} of {target.expected_workers()} joined, {threads} threads, "
+        f"{state['tasks_processing']} tasks in flight",
+    ]
+    if workers:
+        rows = [["worker", "name", "status", "threads", "memory", "tasks"]]
+        for address, worker in sorted(workers.items(), key=lambda item: names[item[0]]):
+            limit = format_bytes(worker["memory_limit"]) if worker["memory_limit"] else "no limit"
+            counts = worker["task_counts"]
+            tasks = f"{counts.get('executing', 0)} executing, {counts.get('ready', 0)} ready, {counts.get('memory', 0)} held"
+            rows.append(
+                [
+                    address,
+                    names[address],
+                    worker["status"],
+                    str(worker["nthreads"]),
+                    f"{format_bytes(worker['memory'])} / {limit}",
+                    tasks,
+                ]
+            )
+        lines += ["", table(rows), ""]
+    report = versions(state)
+    if not report.mismatches():
+        lines.append(
+            "versions   all match: " + ", ".join(f"{package} {version}" for package, version in report.scheduler.items())
+        )
+    lines += [f"warning    {warning}" for warning in warnings]
+    verdict = {HEALTHY: "healthy", UNHEALTHY: "UNHEALTHY", MISMATCH: "VERSION MISMATCH"}[code]
+    lines.append(verdict if not problems else f"{verdict}:\n" + "\n".join(f"  - {problem}" for problem in problems))
+    return "\n".join(lines)
+
+
+def status(target: Target, as_json: bool = False, wait: float = 0) -> int:
+    """Print the cluster's health; give 0 healthy, 1 unhealthy, 4 version mismatch.
+
+    With WAIT, poll until healthy for up to WAIT seconds (after a restart), then report.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        state = cluster_state(target)
+        code, problems, warnings = assess(target, state)
+        if code == HEALTHY or time.monotonic() >= deadline:
+            break
+        time.sleep(POLL_S)
+    if as_json:
+        print(
+            json.dumps({"healthy": code == HEALTHY, "exit": code, "problems": problems, "warnings": warnings, **state}, indent=2)
+        )
+    else:
+        print(render_status(target, state, code, problems, warnings))
+    return code
+
+
+def logs(target: Target, output_dir: Path) -> int:
+    """Collect every skfleet container's log from every host into one timestamped .tar.gz; print its path."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    archive = output_dir / f"skfleet-logs-{stamp}.tar.gz"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    collected = 0
+    with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".skfleet-logs-", suffix=".partial", delete=False) as partial:
+        try:
+            with tarfile.open(fileobj=partial, mode="w:gz") as tar:
+                for host in target.hosts():
+                    try:
+                        containers = target.log_containers(host)
+                        listing = target.docker(
+                            host, "ps", "--all", "--filter", "name=^skfleet", "--format", "{{.Names}}\t{{.Status}}\t{{.Image}}"
+                        )
+                    except OpsError as error:
+                        _add(tar, f"{stamp}/{host}/UNREACHABLE.txt", f"{error}\n")
+                        print(f"{host}: {error}", file=sys.stderr)
+                        continue
+                    _add(tar, f"{stamp}/{host}/containers.txt", listing.stdout)
+                    for container in containers:
+                        done = target.docker(host, "logs", "--timestamps", container, timeout=300)
+                        # stdout and stderr come apart; the timestamps put them back in order.
+                        lines = sorted((done.stdout + done.stderr).splitlines(keepends=True), key=lambda line: line[:35])
+                        _add(tar, f"{stamp}/{host}/{container}.log", "".join(lines))
+                        collected += 1
+                _add(tar, f"{stamp}/status.txt", _status_text(target))
+            Path(partial.name).rename(archive)
+        except BaseException:
+            Path(partial.name).unlink(missing_ok=True)
+            raise
+    print(f"{collected} container logs from {len(target.hosts())} hosts in {archive}")
+    return 0
+
+
+def _status_text(target: Target) -> str:
+    state = cluster_state(target)
+    return render_status(target, state, *assess(target, state)) + "\n"
+
+
+def _add(tar: tarfile.TarFile, name: str, text: str) -> None:
+    data = text.encode()
+    member = tarfile.TarInfo(name)
+    member.size, member.mtime, member.mode = len(data), int(time.time()), 0o644
+    tar.addfile(member, io.BytesIO(data))
+
+
+def retire(target: Target, worker: WorkerContainer) -> str:
+    """Retire the workers at WORKER's address through the scheduler: their data moves to the others first."""
+    address = cluster_state(target).get("address", "")
+    done = target.scheduler_python(RETIRE, address, worker.address, timeout=600)
+    return done.check(f"retiring the workers of {worker.container}").stdout.strip()
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise OpsError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(POLL_S)
+    return time.monotonic() - started
+
+
+def running(target: Target, worker: WorkerContainer) -> bool:
+    done = target.docker(worker.host, "inspect", "--format", "{{.State.Running}}", worker.container)
+    return done.check(f"docker inspect {worker.container}").stdout.strip() == "true"
+
+
+def joined(target: Target, worker: WorkerContainer) -> bool:
+    state = cluster_state(target)
+    return any(w["host"] == worker.address and w["status"] == "running" for w in state.get("workers", {}).values())
+
+
+def stop_gracefully(target: Target, name: str, timeout: float) -> tuple[WorkerContainer, str]:
+    """Retire worker NAME with its restart policy lifted, wait for its container to exit; give it and the old policy."""
+    state = cluster_state(target)
+    if "error" in state:
+        raise OpsError(state["error"])
+    worker = target.worker_container(name, state["workers"])
+    policy = target.docker(worker.host, "inspect", "--format", "{{.HostConfig.RestartPolicy.Name}}", worker.container)
+    policy_name = policy.check(f"docker inspect {worker.container}").stdout.strip() or "no"
+    target.docker(worker.host, "update", "--restart=no", worker.container).check("docker update")
+    try:
+        retired = retire(target, worker)
+        print(f"{worker.container} on {worker.host}: {retired}")
+        if retired == "nothing to retire":  # not (or no longer) a worker of this scheduler: just stop it
+            target.docker(worker.host, "stop", worker.container, timeout=120).check(f"docker stop {worker.container}")
+        wait_until(lambda: not running(target, worker), f"{worker.container} to exit", timeout)
+    except BaseException:
+        target.docker(worker.host, "update", f"--restart={policy_name}", worker.container)
+        raise
+    return worker, policy_name
+
+
+def restart_worker(target: Target, name: str, timeout: float = 300) -> int:
+    """Retire worker NAME gracefully (its data moves), start its container again, wait until it has rejoined."""
+    started = time.monotonic()
+    worker, policy = stop_gracefully(target, name, timeout)
+    target.docker(worker.host, "start", worker.container).check(f"docker start {worker.container}")
+    target.docker(worker.host, "update", f"--restart={policy}", worker.container).check("docker update")
+    wait_until(lambda: joined(target, worker), f"{worker.container} to rejoin the scheduler", timeout)
+    print(f"{worker.container} on {worker.host} restarted and rejoined in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def retire_worker(target: Target, name: str, timeout: float = 300) -> int:
+    """Retire worker NAME gracefully (its data moves to the other workers), then remove its container."""
+    worker, _ = stop_gracefully(target, name, timeout)
+    target.docker(worker.host, "rm", worker.container).check(f"docker rm {worker.container}")
+    print(f"{worker.container} on {worker.host} retired and removed")
+    if isinstance(target, Fleet):
+        print(f"to keep {worker.host} out, move it to group dask_workers_retired (site.yml would start it again)")
+    else:
+        print("scripts/ops.sh scale N (or docker compose up) starts workers again")
+    return 0
+
+
+def scale(target: Target, n_workers: int, timeout: float = 300) -> int:
+    """Run N worker containers of the local stack: more are started; extra ones are retired gracefully first."""
+    if not isinstance(target, Local):
+        raise OpsError("scale works on the local stack; across VMs, edit the inventory and run scale.yml")
+    if n_workers < 1:
+        raise OpsError(f"scale to {n_workers}: a cluster needs at least 1 worker (stop it with docker compose down)")
+    replicas = [c for c in target.containers("worker") if c["oneoff"] != "True"]
+    replicas.sort(key=lambda c: int(c["number"] or 0))
+    for extra in replicas[n_workers:][::-1]:
+        retire_worker_quietly(target, extra["name"], timeout)
+    if n_workers > len(replicas):
+        target.compose("up", "--detach", "--wait", "--no-recreate", "--scale", f"worker={n_workers}", "worker").check(
+            f"docker compose up --scale worker={n_workers}"
+        )
+    wait_until(lambda: len(joined_replicas(target)) == n_workers, f"{n_workers} worker containers to join", timeout)
+    print(f"{n_workers} worker containers running and joined")
+    return 0
+
+
+def joined_replicas(target: Local) -> set[str]:
+    """Give the Compose worker replicas that run and whose worker has joined the scheduler."""
+    replicas = {c["name"] for c in target.containers("worker") if c["oneoff"] != "True" and c["state"] == "running"}
+    workers = cluster_state(target).get("workers", {})
+    return replicas & set(target.worker_names(workers).values()) if len(replicas) else set()
+
+
+def retire_worker_quietly(target: Local, name: str, timeout: float) -> None:
+    worker, _ = stop_gracefully(target, name, timeout)
+    target.docker(worker.host, "rm", worker.container).check(f"docker rm {worker.container}")
+
+
+def tunnel(target: Target, local_port: int, duration: float | None) -> int:
+    """Forward 127.0.0.1:LOCAL_PORT to the scheduler's dashboard over SSH; print the URL; hold until Ctrl-C."""
+    if isinstance(target, Local):
+        published = target.compose("port", "scheduler", "8787").check("docker compose port scheduler 8787").stdout.strip()
+        print(f"dashboard: http://{published}/status  (the local stack publishes it on 127.0.0.1; no tunnel needed)")
+        return 0
+    state = cluster_state(target)
+    if "error" in state:
+        raise OpsError(state["error"])
+    remote = urlsplit(state["address"]).hostname
+    host = target.scheduler_host()
+    connection = target.connection(host)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with connection.forward_local(
+            local_port, remote_port=state["dashboard_port"], remote_host=remote, local_host="127.0.0.1"
+        ):
+            through = f"through {host} to {remote}:{state['dashboard_port']}"
+            print(f"dashboard: http://127.0.0.1:{local_port}/status  ({through}; Ctrl-C ends it)")
+            sys.stdout.flush()
+            deadline = time.monotonic() + duration if duration else float("inf")
+            while time.monotonic() < deadline:
+                time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    except OSError as error:
+        raise OpsError(f"cannot open the tunnel on 127.0.0.1:{local_port}: {error} (pick another with --local-port)") from None
+    print("tunnel closed")
+    return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def train(target: Target, args: list[str], fetch_dir: Path | None) -> int:
+    """Run the trainer against the cluster, streaming its progress; give its exit code. VMs: fetch the run folder."""
+    if isinstance(target, Local):
+        return target.compose("run", "--rm", "trainer", *args, capture=False, timeout=24 * 3600).code
+    state = cluster_state(target)
+    if "error" in state:
+        raise OpsError(state["error"])
+    scheduler_host, scheduler = target.scheduler_container()
+    host = (target.group("trainer") or [scheduler_host])[0]
+    inspect = target.docker(scheduler_host, "inspect", "--format", "{{.Config.Image}}", scheduler).check("docker inspect")
+    image = inspect.stdout.strip().replace("/runtime:", "/trainer:")
+    output_dir, tls_dir, mount = (
+        target.var(host, name) for name in ("trainer_output_dir", "skfleet_tls_dir", "skfleet_tls_mount")
+    )
+    uid = target.var(host, "skfleet_uid")
+    environment = {
+        "DASK_SCHEDULER_ADDRESS": state["address"],
+        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": f"{mount}/ca.pem",
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": f"{mount}/trainer.pem",
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": f"{mount}/trainer.key",
+        "DASK_SKFLEET__TRAINER__OUTPUT": "/output",
+    }
+    interactive = sys.stdout.isatty()
+    command = ["docker", "run", "--rm", "--name", f"skfleet-trainer-{int(time.time())}", "--network", "host"]
+    # The container's own /tmp (a tmpfs), as in the trainer role: the image is read-only.
+    command += ["--user", f"{uid}:{uid}", "--read-only", "--tmpfs", "/tmp:size=512m", "--workdir", "/tmp"]  # noqa: S108
+    command += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges:true", *(["--tty"] if interactive else [])]
+    command += [f"--env={key}={value}" for key, value in environment.items()]
+    command += [
+        "--mount",
+        f"type=bind,source={tls_dir},target={mount},readonly",
+        "--mount",
+        f"type=bind,source={output_dir},target=/output",
+    ]
+    command += [image, "--workers", str(target.expected_workers()), *args]
+    print(f"training on {host} against {state['address']} ({image})", flush=True)
+    target.shell(host, f"{target.sudo(host)}install -d -o {uid} -g {uid} -m 0750 {shlex.quote(output_dir)}").check("install -d")
+    done = target.shell(host, target.sudo(host) + shlex.join(command), timeout=24 * 3600, hide=False, pty=interactive)
+    if done.code == 0:
+        fetch(target, host, output_dir, done.stdout, fetch_dir or _fetch_dir(target, host))
+    return done.code
+
+
+def _fetch_dir(target: Fleet, host: str) -> Path:
+    try:
+        return Path(target.var(host, "trainer_fetch_dir"))
+    except OpsError:  # the role default follows the playbook's folder: ansible/runs
+        return ROOT / "ansible" / "runs"
+
+
+def fetch(target: Fleet, host: str, output_dir: str, output: str, fetch_dir: Path) -> None:
+    """Copy the run folder the trainer just wrote (named on its `written to` line) from HOST into FETCH_DIR."""
+    written = [line.split("written to", 1)[1].strip() for line in output.splitlines() if "written to" in line]
+    if not written:
+        raise OpsError("the trainer exited 0 but printed no `written to` line; nothing fetched")
+    run_id = Path(written[-1]).name
+    remote = f"/tmp/skfleet-run-{run_id}.tar.gz"  # noqa: S108 - on the remote host, removed below
+    sudo = target.sudo(host)
+    user = target.connection(host).user or "root"
+    target.shell(
+        host, f"{sudo}tar -C {shlex.quote(output_dir)} -czf {remote} {shlex.quote(run_id)} && {sudo}chown {user} {remote}"
+    ).check("packing the run folder")
+    fetch_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=fetch_dir, prefix=".fetch-") as scratch:
+        local = Path(scratch) / "run.tar.gz"
+        target.connection(host).get(remote, str(local))
+        target.shell(host, f"rm -f {remote}")
+        with tarfile.open(local) as tar:
+            tar.extractall(scratch, filter="data")
+        (Path(scratch) / run_id).rename(fetch_dir / run_id)
+    print(f"run {run_id} fetched to {fetch_dir / run_id}")
