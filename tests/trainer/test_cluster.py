@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,3 +229,26 @@ def test_workers_paused_at_their_memory_limit_end_the_search_with_the_fix(tmp_pa
     assert "of their 1.00 GiB memory limit: Dask pauses a worker at 80% of its limit" in message
     assert "SKFLEET_WORKER_MEMORY_LIMIT" in message
     assert 3 <= waited < 30, waited
+
+
+def test_the_training_rows_reach_each_worker_once() -> None:
+    """joblib scatters the frame (and each fold's indices) once per search; the other worker fetches it once."""
+    features, target = _training_data()
+    frame_bytes = len(pickle.dumps(features))
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as local,
+        Client(local) as fresh,
+    ):
+        search.run(search.grid_search(model.build_pipeline(), GRID, SearchConfig(), verbose=False), features, target, fresh)
+        fetched = fresh.run(
+            lambda dask_worker: [
+                ([str(key) for key in entry["keys"]], entry["total"]) for entry in dask_worker.transfer_incoming_log
+            ]
+        )
+    frames = [
+        total for entries in fetched.values() for keys, total in entries if any(key.startswith("DataFrame-") for key in keys)
+    ]
+    # 12 fits on 2 workers: one worker got the frame from the client, the other fetched it from that one, once.
+    assert len(frames) == 1, fetched
+    moved = sum(total for entries in fetched.values() for _, total in entries)
+    assert moved <= 1.5 * frame_bytes, (moved, frame_bytes)

@@ -1,0 +1,40 @@
+"""python -m trainer.bench on a small dataset: every path it names runs, and the table says what it measured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from trainer import bench
+
+pytestmark = pytest.mark.cluster
+
+
+def test_bench_runs_the_paths_interleaved_and_prints_them_side_by_side(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report, plot = tmp_path / "bench.json", tmp_path / "bench.png"
+    arguments = ["--rows", "3000", "--paths", "serial,dask,halving", "--repeat", "2", "--json", str(report), "--plot", str(plot)]
+    assert bench.main(arguments) == 0
+    out, err = capsys.readouterr()
+    # Interleaved: A B C A B C.
+    order = [line.split()[2] for line in err.splitlines() if line.strip().startswith("round")]
+    assert order == ["serial", "dask", "halving"] * 2
+    rows = [line for line in out.splitlines() if line.split()[:1] in (["serial"], ["dask"], ["halving"])]
+    table = {line.split()[0]: line for line in reversed(rows)}  # the table's row, not the verdict lines after it
+    assert set(table) == {"serial", "dask", "halving"}
+    assert " 75 " in table["dask"]  # 25 candidates x 3 folds, each fit one task
+    assert "cv_results_ split scores identical across serial, dask: yes" in out
+    assert "dask parallel efficiency = " in out and "halving: " in out
+    measurements = json.loads(report.read_text())
+    (runs,) = measurements.values()
+    assert [len(runs[path]) for path in ("serial", "dask", "halving")] == [2, 2, 2]
+    assert runs["dask"][0]["bytes_moved"] > 0 and runs["dask"][0]["peak_worker_rss"] > 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_compose_path_needs_a_scheduler() -> None:
+    with pytest.raises(SystemExit):
+        bench.main(["--paths", "serial,compose"])

