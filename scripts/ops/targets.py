@@ -64,8 +64,8 @@ class Local:
     def compose(self, *args: str, capture: bool = True, timeout: float = 600) -> Done:
         return _run(["docker", "compose", *args], capture=capture, timeout=timeout)
 
-    def docker(self, host: str, *args: str, timeout: float = 120, stdin: str | None = None) -> Done:
-        return _run(["docker", *args], timeout=timeout, stdin=stdin)
+    def docker(self, host: str, *args: str, timeout: float = 120) -> Done:
+        return _run(["docker", *args], timeout=timeout)
 
     @cached_property
     def project(self) -> str:
@@ -212,7 +212,7 @@ class Fleet:
             raise OpsError(f"cannot run a command on {host} over SSH: {error}") from None
         return Done(result.exited, result.stdout, result.stderr)
 
-    def docker(self, host: str, *args: str, timeout: float = 120, stdin: str | None = None) -> Done:
+    def docker(self, host: str, *args: str, timeout: float = 120) -> Done:
         return self.shell(host, self.sudo(host) + shlex.join(["docker", *args]), timeout=timeout)
 
     def scheduler_host(self) -> str:
@@ -267,13 +267,9 @@ class Fleet:
             connection.close()
 
 
-def _run(
-    command: list[str], capture: bool = True, timeout: float = 120, stdin: str | None = None, env: dict[str, str] | None = None
-) -> Done:
+def _run(command: list[str], capture: bool = True, timeout: float = 120, env: dict[str, str] | None = None) -> Done:
     try:
-        result = subprocess.run(
-            command, cwd=ROOT, input=stdin, capture_output=capture, text=True, timeout=timeout, env=env, check=False
-        )
+        result = subprocess.run(command, cwd=ROOT, capture_output=capture, text=True, timeout=timeout, env=env, check=False)
     except FileNotFoundError:
         raise OpsError(f"{command[0]} is not installed (scripts/install-docker.sh, scripts/dev-env.sh)") from None
     except subprocess.TimeoutExpired:

@@ -201,10 +201,9 @@ def _add(tar: tarfile.TarFile, name: str, text: str) -> None:
     tar.addfile(member, io.BytesIO(data))
 
 
-def retire(target: Target, worker: WorkerContainer) -> str:
+def retire(target: Target, scheduler_address: str, worker: WorkerContainer) -> str:
     """Retire the workers at WORKER's address through the scheduler: their data moves to the others first."""
-    address = cluster_state(target).get("address", "")
-    done = target.scheduler_python(RETIRE, address, worker.address, timeout=600)
+    done = target.scheduler_python(RETIRE, scheduler_address, worker.address, timeout=600)
     return done.check(f"retiring the workers of {worker.container}").stdout.strip()
 
 
@@ -237,7 +236,7 @@ def stop_gracefully(target: Target, name: str, timeout: float) -> tuple[WorkerCo
     policy_name = policy.check(f"docker inspect {worker.container}").stdout.strip() or "no"
     target.docker(worker.host, "update", "--restart=no", worker.container).check("docker update")
     try:
-        retired = retire(target, worker)
+        retired = retire(target, state["address"], worker)
         print(f"{worker.container} on {worker.host}: {retired}")
         if retired == "nothing to retire":  # not (or no longer) a worker of this scheduler: just stop it
             target.docker(worker.host, "stop", worker.container, timeout=120).check(f"docker stop {worker.container}")
