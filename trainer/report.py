@@ -132,6 +132,9 @@ def results_document(
         "fit_seconds": round(outcome.fit_seconds, 3),
         "n_candidates": outcome.n_candidates,
         "n_fits": outcome.n_fits,
+        # One round for the exhaustive search; successive halving's rounds, on more rows each.
+        "search": settings.get("search", "grid"),
+        "rounds": [{"candidates": candidates, "rows": rows} for candidates, rows in outcome.rounds],
         "n_fits_resumed": outcome.n_fits_resumed,
         "resumed_fit_seconds": round(outcome.resumed_fit_seconds, 3),
         "scheduler_address": cluster.scheduler_address,
@@ -186,6 +189,8 @@ def summary(results: dict[str, Any], folder: Path) -> str:
         f"({results['n_workers']} workers, {results['n_threads']} threads)",
         f"  written to       {folder}",
     ]
+    if results.get("search") == "halving":
+        lines.insert(-2, f"  search           {report_html.halving_text(results)}")
     if results["n_fits_resumed"]:
         lines.insert(
             -1,

@@ -106,11 +106,11 @@ def draw(results: dict[str, Any], search: GridSearchCV, predictions: Predictions
     new_figure = figure_class()
     png: dict[str, bytes] = {}
     alt: dict[str, str] = {}
-    cv_results = search.cv_results_
+    cv_results, best_index = final_rounds(search)
     scoring = results["scoring"]
     drawers = {
-        "heatmap": lambda figure: _heatmap(figure, cv_results, search.best_index_, scoring, baseline),
-        "fit_times": lambda figure: _fit_times(figure, cv_results, search.best_index_, results),
+        "heatmap": lambda figure: _heatmap(figure, cv_results, best_index, scoring, baseline),
+        "fit_times": lambda figure: _fit_times(figure, cv_results, best_index, results),
         "roc": lambda figure: _roc(figure, predictions, results),
         "confusion": lambda figure: _confusion(figure, predictions, results),
         "importances": lambda figure: _importances(figure, search.best_estimator_),
@@ -123,6 +123,36 @@ def draw(results: dict[str, Any], search: GridSearchCV, predictions: Predictions
         figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.15)
         png[figure_id] = buffer.getvalue()
     return Figures(png=png, alt=alt)
+
+
+def final_rounds(search: Any) -> tuple[dict[str, Any], int]:
+    """Give the search's cv_results_ with one row per candidate, and the best candidate's row.
+
+    An exhaustive search's table is that already. Successive halving scores a candidate once
+    in every round it reaches, on more rows each round: its row is then its last round's, and
+    the ranks put the candidates that went further first, then the higher scores.
+    """
+    cv_results = search.cv_results_
+    if "iter" not in cv_results:
+        return cv_results, search.best_index_
+    last = {json.dumps(params, sort_keys=True, default=str): index for index, params in enumerate(cv_results["params"])}
+    rows = sorted(last.values())
+    view = {
+        key: [values[row] for row in rows] if isinstance(values, list) else np.asarray(values)[rows]
+        for key, values in cv_results.items()
+    }
+    order = sorted(range(len(rows)), key=lambda row: (-view["iter"][row], -view["mean_test_score"][row]))
+    ranks = np.empty(len(rows), dtype=int)
+    ranks[order] = np.arange(1, len(rows) + 1)
+    view["rank_test_score"] = ranks
+    return view, rows.index(search.best_index_)
+
+
+def halving_text(results: dict[str, Any]) -> str:
+    """Give successive halving's rounds in words: "factor 5: 25 -> 5 -> 1 candidates on 5,445 -> ... rows"."""
+    candidates = " -> ".join(str(step["candidates"]) for step in results["rounds"])
+    rows = " -> ".join(format(step["rows"], ",") for step in results["rounds"])
+    return f"successive halving, factor {results['settings']['halving_factor']}: {candidates} candidates on {rows} rows"
 
 
 def figure_class() -> type[Figure]:
@@ -153,6 +183,7 @@ def _heatmap(figure: Figure, cv_results: dict[str, Any], best_index: int, scorin
     in_slice = [index for index, candidate in enumerate(params) if _matches(candidate, fixed)]
     fixed_text = ", ".join(f"{_short(name)}={_label(value)}" for name, value in fixed.items() if _varies(params, name))
     slice_note = f" (others at the best candidate's {fixed_text})" if fixed_text else ""
+    slice_note += _rounds_note(cv_results)
     baseline_text = f"majority baseline {baseline:.4f}" if baseline is not None else "no majority baseline for this scorer"
     ax = figure.subplots()
     if len(axes_names) < 2:
@@ -263,7 +294,7 @@ def _fit_times(figure: Figure, cv_results: dict[str, Any], best_index: int, resu
         ax.set_ylabel("mean fit time per fold (s)")
     resumed = f" ({results['n_fits_resumed']} resumed from a checkpoint)" if results["n_fits_resumed"] else ""
     ax.set_title(
-        f"{results['n_fits']} fits{resumed} in {results['fit_seconds']:.1f} s\n"
+        f"{results['n_fits']} fits{resumed} in {results['fit_seconds']:.1f} s{_rounds_note(cv_results)}\n"
         f"on {results['n_workers']} workers ({results['n_threads']} threads); the best candidate in orange",
         fontsize=10,
     )
@@ -362,6 +393,10 @@ def _importances(figure: Figure, estimator: Any) -> str:
     ax.set_title(f"Feature importances of the best forest ({len(forest.estimators_)} trees)", fontsize=10)
     top = ", ".join(f"{names[index]} {importances[index]:.3f}" for index in order[:3])
     return f"Bar chart of the best forest's feature importances over {len(names)} features; the largest: {top}."
+
+
+def _rounds_note(cv_results: dict[str, Any]) -> str:
+    return " (successive halving: each candidate's last round)" if "iter" in cv_results else ""
 
 
 def _varies(params: Sequence[dict[str, Any]], name: str) -> bool:
@@ -511,6 +546,8 @@ def _timings_section(results: dict[str, Any], search: GridSearchCV, drawn_second
         ("search", f"{results['fit_seconds']:.1f} s for {results['n_fits']} fits ({results['n_candidates']} candidates)"),
         ("fitting time summed over fits", f"{worker_seconds:.1f} s, {np.mean(fit_times):.2f} s per fit on average"),
     ]
+    if results.get("search") == "halving":
+        rows.insert(1, ("rounds", _text(halving_text(results))))
     if results["n_fits_resumed"]:
         rows.append(
             (
@@ -538,7 +575,7 @@ def _figures_section(figures: Figures) -> str:
 
 
 def _cv_results_section(results: dict[str, Any], search: GridSearchCV) -> str:
-    cv_results = search.cv_results_
+    cv_results, best_index = final_rounds(search)
     ranks = np.asarray(cv_results["rank_test_score"])
     order = sorted(range(len(ranks)), key=lambda index: (ranks[index], index))[:TOP_CANDIDATES]
     names = list(dict.fromkeys(name for candidate in cv_results["params"] for name in candidate))
@@ -555,12 +592,17 @@ def _cv_results_section(results: dict[str, Any], search: GridSearchCV) -> str:
             f'<td class="number">{float(cv_results[column][index]):.{digits}f}</td>'
             for column, digits in (("mean_test_score", 4), ("std_test_score", 4), ("mean_fit_time", 2), ("mean_score_time", 2))
         ]
-        row_class = ' class="best"' if index == search.best_index_ else ""
+        row_class = ' class="best"' if index == best_index else ""
         body.append(f"<tr{row_class}>{''.join(cells)}</tr>")
     shown = f"the best {len(order)} of {len(ranks)}" if len(order) < len(ranks) else f"all {len(ranks)}"
+    rounds = (
+        " Successive halving: each candidate in the last round it reached; those that went further rank first."
+        if "iter" in cv_results
+        else ""
+    )
     return (
         f'<section id="cv-results"><h2>Candidates</h2><p>{shown} candidates by rank; cv_results.csv has every '
-        f"column for each.</p><table><thead><tr>{header}</tr></thead><tbody>{''.join(body)}</tbody></table></section>"
+        f"column for each.{rounds}</p><table><thead><tr>{header}</tr></thead><tbody>{''.join(body)}</tbody></table></section>"
     )
 
 

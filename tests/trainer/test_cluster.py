@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +15,7 @@ import dask.config
 import numpy as np
 import pandas as pd
 import pytest
+from dask.sizeof import sizeof
 from distributed import Client, LocalCluster, get_task_stream
 
 from trainer import cluster, data, model, report, search
@@ -252,3 +256,42 @@ def test_the_training_rows_reach_each_worker_once() -> None:
     assert len(frames) == 1, fetched
     moved = sum(total for entries in fetched.values() for _, total in entries)
     assert moved <= 1.5 * frame_bytes, (moved, frame_bytes)
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_the_trainer_sends_the_data_to_the_workers_not_through_the_scheduler(
+    direct: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the scheduler every byte crosses the network twice: it receives the data and sends it on."""
+    monkeypatch.setenv("DASK_DISTRIBUTED__CLIENT__DIRECT_TO_WORKERS", str(direct).lower())  # False: Dask's default
+    dask.config.refresh()
+    try:
+        from trainer.cli import trainer_settings
+
+        trainer_settings()  # the trainer's defaults (trainer/skfleet.yaml); the variable, as a user's, wins
+        features, target = _training_data()
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as local:
+            relayed: list[int] = []
+            relay = local.scheduler.handlers["scatter"]
+
+            async def counting_relay(**kwargs):
+                relayed.append(sum(sizeof(value) for value in kwargs["data"].values()))
+                return await relay(**kwargs)
+
+            local.scheduler.handlers["scatter"] = counting_relay  # the scheduler runs in this process
+            with Client(local) as fresh:
+                grid_search = search.grid_search(model.build_pipeline(), GRID, SearchConfig(), verbose=False)
+                search.run(grid_search, features, target, fresh)
+    finally:
+        monkeypatch.undo()
+        dask.config.refresh()
+    assert (relayed == []) is direct, relayed
+
+
+def test_the_trainer_scatters_directly_by_default() -> None:
+    # A fresh interpreter: Dask's configuration as a user without any setting has it.
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("DASK_")}
+    probe = "import dask; from trainer.cli import trainer_settings; trainer_settings(); "
+    probe += "print(dask.config.get('distributed.client.direct-to-workers'))"
+    printed = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True, check=True)
+    assert printed.stdout.strip() == "True"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 
 from trainer import data, model
 from trainer.errors import LeakError
@@ -69,3 +73,33 @@ def test_separate_vocabularies_per_column() -> None:
     encoder = model.CategoryCodes().fit(pd.DataFrame({"UniqueCarrier": ["AA", "DL"], "Route": ["JFK_ORD", "ORD_JFK"]}))
     codes = encoder.transform(pd.DataFrame({"UniqueCarrier": ["DL", "ZZ"], "Route": ["ORD_JFK", "JFK_ORD"]}))
     assert codes.tolist() == [[1, 1], [model.UNKNOWN_CODE, 0]]
+
+
+class BackendProbe(TransformerMixin, BaseEstimator):
+    """A pass-through step that records the joblib backend and job count the forest's fit will get."""
+
+    seen: ClassVar[list[tuple[str, int]]] = []
+
+    def fit(self, X, y=None):
+        forest_like = joblib.Parallel()  # what the forest's Parallel(n_jobs=None) gets
+        BackendProbe.seen.append((type(forest_like._backend).__name__, forest_like.n_jobs))
+        return self
+
+    def transform(self, X):
+        return X
+
+
+def test_local_threads_reach_the_forest_only_inside_the_context() -> None:
+    frame = data.load(None, synthetic_rows=2_000).frame
+    features, target = model.feature_matrix(frame)
+    pipeline = model.build_pipeline().set_params(classifier__n_estimators=8)
+    pipeline.steps.insert(1, ("probe", BackendProbe()))
+    BackendProbe.seen.clear()
+    serial = clone(pipeline).fit(features, target)
+    with model.local_threads(2):
+        threaded = clone(pipeline).fit(features, target)
+    again = clone(pipeline).fit(features, target)
+    assert BackendProbe.seen == [("SequentialBackend", 1), ("ThreadingBackend", 2), ("SequentialBackend", 1)]
+    # Trees get their seeds before they are built: threads change nothing in the model.
+    np.testing.assert_array_equal(serial.predict_proba(features), threaded.predict_proba(features))
+    np.testing.assert_array_equal(serial.predict_proba(features), again.predict_proba(features))
