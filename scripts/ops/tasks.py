@@ -6,6 +6,7 @@ import io
 import json
 import shlex
 import signal
+import socket
 import sys
 import tarfile
 import tempfile
@@ -313,11 +314,17 @@ def tunnel(target: Target, local_port: int, duration: float | None) -> int:
     remote = urlsplit(state["address"]).hostname
     host = target.scheduler_host()
     connection = target.connection(host)
+    taken = f"127.0.0.1:{local_port} is taken (a local stack's dashboard?): pick another with --local-port"
+    if not _port_free(local_port):
+        raise OpsError(taken)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         with connection.forward_local(
             local_port, remote_port=state["dashboard_port"], remote_host=remote, local_host="127.0.0.1"
         ):
+            # Fabric binds the port in a thread of its own: the URL is printed once it answers.
+            if not _listening(local_port, timeout=15):
+                raise OpsError(f"the tunnel did not open 127.0.0.1:{local_port} within 15 s")
             through = f"through {host} to {remote}:{state['dashboard_port']}"
             print(f"dashboard: http://127.0.0.1:{local_port}/status  ({through}; Ctrl-C ends it)")
             sys.stdout.flush()
@@ -334,6 +341,27 @@ def tunnel(target: Target, local_port: int, duration: float | None) -> int:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _port_free(port: int) -> bool:
+    """Tell whether nothing listens on 127.0.0.1:PORT (connections closing there don't count, as for Fabric's bind)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _listening(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.05)
+    return False
 
 
 def train(target: Target, args: list[str], fetch_dir: Path | None) -> int:
