@@ -2,10 +2,10 @@
 # The benchmark of docs/benchmarks.md, Compose stack included: one command.
 #
 #   scripts/bench.sh                                # 563,000 synthetic rows, every path, 3 rounds
-#   scripts/bench.sh --rows 200000 --repeat 1       # any `python -m trainer bench` arguments
+#   scripts/bench.sh --rows 200000 --repeat 1       # any `python -m skfleet bench` arguments
 #
 # Builds the images as scripts/up.sh does, starts the stack's scheduler and workers, and runs
-# `python -m trainer bench` in the trainer's container: serial, loky, skfleet's path on a local
+# `python -m skfleet bench` in the trainer's container: serial, loky, skfleet's path on a local
 # cluster, the same on the stack (`compose`), the original demo and successive halving, in
 # turns, on the same cores. The stack stays up afterwards (`docker compose down` stops it).
 # Writes bench-<UTC time>.json and .png into the results folder (./output by default).

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from trainer import synthetic
-from trainer.data import bundled_flights_path
+from skfleet import synthetic
+from skfleet.data import bundled_flights_path
 
 # The full ASA 2009 header: 29 columns, of which the trainer needs 11.
 ASA_HEADER = [

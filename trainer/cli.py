@@ -1,4 +1,4 @@
-"""Command line: `python -m trainer` / `skfleet-train`. The one place errors become exit codes.
+"""Command line: `python -m skfleet` / `skfleet-train`. The one place errors become exit codes.
 
 Exit codes: 0 success; 2 bad input or usage; 3 cluster problem; 4 version mismatch.
 """
@@ -16,11 +16,11 @@ from pathlib import Path
 import dask.config
 import yaml
 
-from trainer import __version__, checkpoint, cluster, data, doctor, model, report, search
-from trainer.config import SearchConfig, check, load_search_config, parse_param_option
-from trainer.errors import InputError, TrainerError
+from skfleet import __version__, checkpoint, cluster, data, doctor, model, report, search
+from skfleet.config import SearchConfig, check, load_search_config, parse_param_option
+from skfleet.errors import InputError, TrainerError
 
-log = logging.getLogger("trainer")
+log = logging.getLogger("skfleet")
 DEFAULTS_FILE = Path(__file__).with_name("skfleet.yaml")
 
 
@@ -36,11 +36,11 @@ def parser() -> argparse.ArgumentParser:
     """Give the argument parser (the interface contract of the README)."""
     settings = trainer_settings()
     cli = argparse.ArgumentParser(
-        prog="python -m trainer",
+        prog="python -m skfleet",
         description="Train the airline-delay RandomForest grid search on a Dask cluster. "
         "Uses the cluster at DASK_SCHEDULER_ADDRESS, or a local one when it is unset.",
-        epilog="Check a cluster instead: python -m trainer doctor [--scheduler ADDRESS]. "
-        "Benchmark the execution paths: python -m trainer bench --help. "
+        epilog="Check a cluster instead: python -m skfleet doctor [--scheduler ADDRESS]. "
+        "Benchmark the execution paths: python -m skfleet bench --help. "
         "Exit codes: 0 success, 2 bad input, 3 cluster problem, 4 version mismatch.",
     )
     source = cli.add_argument_group("data")
@@ -243,8 +243,8 @@ def train(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Give the process exit code; user errors print one line, never a stack trace.
 
-    `python -m trainer doctor ...` checks a cluster instead of training (trainer.doctor);
-    `python -m trainer bench ...` runs the side-by-side benchmark (trainer.bench).
+    `python -m skfleet doctor ...` checks a cluster instead of training (skfleet.doctor);
+    `python -m skfleet bench ...` runs the side-by-side benchmark (skfleet.bench).
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
     # distributed's own INFO lines (cluster start, worker joins) drown the trainer's.
@@ -255,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments[:1] == ["doctor"]:
         return _exit_code(lambda: doctor.run(arguments[1:]))
     if arguments[:1] == ["bench"]:
-        from trainer import bench  # matplotlib and the benchmark's paths: only when asked for
+        from skfleet import bench  # matplotlib and the benchmark's paths: only when asked for
 
         return _exit_code(lambda: bench.main(arguments[1:]))
     args = parser().parse_args(arguments)

@@ -12,7 +12,7 @@ from typing import Any
 import dask.config
 from distributed import Client, LocalCluster
 
-from trainer.errors import ClusterError, VersionMismatchError, first_line
+from skfleet.errors import ClusterError, VersionMismatchError, first_line
 
 # Packages whose versions must agree between client, scheduler and workers: pickled
 # estimators, task graphs and data cross between them. Python compares major.minor
@@ -158,7 +158,7 @@ def check_versions(client: Client) -> dict[str, str]:
             "version mismatch between this client and the cluster: "
             + "; ".join(problems)
             + ". Build client and cluster from the same lock file (docker/requirements.lock); "
-            "python -m trainer doctor shows the fix"
+            "python -m skfleet doctor shows the fix"
         )
     return report.client
 

@@ -12,7 +12,7 @@ import yaml
 from sklearn.metrics import get_scorer_names
 from sklearn.pipeline import Pipeline
 
-from trainer.errors import InputError
+from skfleet.errors import InputError
 
 # The original demo's grid: 5 x 5 candidates, 3 folds = 75 fits, plus the refit.
 DEFAULT_GRID: dict[str, list[Any]] = {

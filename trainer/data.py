@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainer import layouts, synthetic
-from trainer.errors import InputError, first_line
+from skfleet import layouts, synthetic
+from skfleet.errors import InputError, first_line
 
 TARGET_COLUMN = "target"
 PARQUET_SUFFIXES = (".parquet", ".pq")

@@ -1,4 +1,4 @@
-"""`python -m trainer doctor`: can this client use that cluster? Versions side by side, resources, TLS.
+"""`python -m skfleet doctor`: can this client use that cluster? Versions side by side, resources, TLS.
 
 Exit codes: 0 all well; 3 the cluster can't be reached; 4 a version mismatch (with the fix).
 """
@@ -12,8 +12,8 @@ from typing import Any
 
 from dask.utils import format_bytes
 
-from trainer import cluster
-from trainer.errors import ClusterError, VersionMismatchError
+from skfleet import cluster
+from skfleet.errors import ClusterError, VersionMismatchError
 
 CLIENT_FIX = "pip install -c docker/constraints.txt ."
 WORKER_FIX = "docker compose up --detach --build --force-recreate scheduler worker  (VMs: ansible-playbook upgrade.yml)"
@@ -22,7 +22,7 @@ WORKER_FIX = "docker compose up --detach --build --force-recreate scheduler work
 def parser() -> argparse.ArgumentParser:
     """Give the argument parser of `doctor`."""
     cli = argparse.ArgumentParser(
-        prog="python -m trainer doctor",
+        prog="python -m skfleet doctor",
         description="Check that this client and the Dask cluster agree on versions, and show the cluster's resources.",
     )
     cli.add_argument("--scheduler", metavar="ADDRESS", help="scheduler address (default: DASK_SCHEDULER_ADDRESS)")

@@ -15,8 +15,8 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
-from trainer.data import TARGET_COLUMN
-from trainer.errors import LeakError
+from skfleet.data import TARGET_COLUMN
+from skfleet.errors import LeakError
 
 NUMERIC_FEATURES = ("Month", "DayofMonth", "DayOfWeek", "CRSDepTime", "CRSArrTime", "FlightNum", "Distance")
 AIRPORT_FEATURES = ("Origin", "Dest")

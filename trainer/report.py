@@ -18,11 +18,11 @@ import pandas as pd
 import skops.io
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from trainer import report_html
-from trainer.cluster import ClusterInfo
-from trainer.data import Dataset
-from trainer.errors import InputError
-from trainer.search import SearchOutcome
+from skfleet import report_html
+from skfleet.cluster import ClusterInfo
+from skfleet.data import Dataset
+from skfleet.errors import InputError
+from skfleet.search import SearchOutcome
 
 MODEL_FILE = "model.skops"
 # Everything a run folder holds, sorted: the results, the CV table, the model, the report.
@@ -31,8 +31,8 @@ RUN_FILES = sorted(["results.json", "cv_results.csv", MODEL_FILE, report_html.RE
 # structure (scikit-learn's own), our pipeline and our encoder. Anything else is refused on load.
 TRUSTED_MODEL_TYPES = [
     "sklearn.tree._tree.Tree",
-    "trainer.model.InProcessPipeline",
-    "trainer.model.CategoryCodes",
+    "skfleet.model.InProcessPipeline",
+    "skfleet.model.CategoryCodes",
 ]
 
 

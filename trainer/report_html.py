@@ -32,7 +32,7 @@ from sklearn.model_selection import GridSearchCV
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from trainer.report import Predictions
+    from skfleet.report import Predictions
 
 REPORT_FILE = "report.html"
 # Each figure's file, and the id of its <figure> in report.html.

@@ -24,11 +24,11 @@ from sklearn.model_selection import GridSearchCV, HalvingGridSearchCV, Parameter
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 
-from trainer.checkpoint import FitCheckpoint
-from trainer.config import SearchConfig
-from trainer.errors import ClusterError, InputError, first_line
-from trainer.model import check_no_leak, local_threads
-from trainer.progress import ProgressBar, live_bar
+from skfleet.checkpoint import FitCheckpoint
+from skfleet.config import SearchConfig
+from skfleet.errors import ClusterError, InputError, first_line
+from skfleet.model import check_no_leak, local_threads
+from skfleet.progress import ProgressBar, live_bar
 
 # joblib prints "Done k out of n | elapsed | remaining" about this many times a search.
 PROGRESS_LINES = 10

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 from dask.utils import format_bytes, format_time
 
 from scripts.ops.targets import ROOT, Fleet, Local, OpsError, WorkerContainer
-from trainer.cluster import CHECKED_PACKAGES, VersionReport, package_versions
-from trainer.doctor import WORKER_FIX, table
+from skfleet.cluster import CHECKED_PACKAGES, VersionReport, package_versions
+from skfleet.doctor import WORKER_FIX, table
 
 Target = Local | Fleet
 

@@ -17,10 +17,10 @@ import prometheus_client.parser
 import pytest
 from distributed import Client
 
+from skfleet.report import RUN_FILES
 from tests import runbooks
 from tests.conftest import asa_frame, write_csv
 from tests.e2e.conftest import N_WORKERS, ROOT, Stack, crash, free_port, stack_environment, wait_for
-from trainer.report import RUN_FILES
 
 pytestmark = [
     pytest.mark.docker,

@@ -1,4 +1,4 @@
-"""python -m trainer.bench on a small dataset: every path it names runs, and the table says what it measured."""
+"""python -m skfleet.bench on a small dataset: every path it names runs, and the table says what it measured."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer import bench, cli
+from skfleet import bench, cli
 
 pytestmark = pytest.mark.cluster
 

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from distributed import Client, LocalCluster, get_task_stream
 
-from trainer import data, model, search
-from trainer.checkpoint import FOLDER, FitCheckpoint
-from trainer.cli import main
-from trainer.config import SearchConfig
+from skfleet import data, model, search
+from skfleet.checkpoint import FOLDER, FitCheckpoint
+from skfleet.cli import main
+from skfleet.config import SearchConfig
 
 pytestmark = pytest.mark.cluster
 

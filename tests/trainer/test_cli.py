@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from skfleet.cli import main
 from tests.conftest import asa_frame, write_csv
-from trainer.cli import main
 
 
 def run(args: list[str], output: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

@@ -18,10 +18,10 @@ import pytest
 from dask.sizeof import sizeof
 from distributed import Client, LocalCluster, get_task_stream
 
-from trainer import cluster, data, model, report, search
-from trainer.cli import main
-from trainer.config import SearchConfig
-from trainer.errors import ClusterError, VersionMismatchError
+from skfleet import cluster, data, model, report, search
+from skfleet.cli import main
+from skfleet.config import SearchConfig
+from skfleet.errors import ClusterError, VersionMismatchError
 
 pytestmark = pytest.mark.cluster
 
@@ -190,7 +190,7 @@ def test_sigterm_mid_search_leaves_no_run_folder(tmp_path: Path) -> None:
     output = tmp_path / "output"
     env = {key: value for key, value in os.environ.items() if key != "DASK_SCHEDULER_ADDRESS"}
     trainer = subprocess.Popen(
-        [sys.executable, "-m", "trainer", "--synthetic-rows", "60000", "--workers", "1", "--output", str(output)],
+        [sys.executable, "-m", "skfleet", "--synthetic-rows", "60000", "--workers", "1", "--output", str(output)],
         stderr=subprocess.PIPE,
         text=True,
         env=env,
@@ -266,7 +266,7 @@ def test_the_trainer_sends_the_data_to_the_workers_not_through_the_scheduler(
     monkeypatch.setenv("DASK_DISTRIBUTED__CLIENT__DIRECT_TO_WORKERS", str(direct).lower())  # False: Dask's default
     dask.config.refresh()
     try:
-        from trainer.cli import trainer_settings
+        from skfleet.cli import trainer_settings
 
         trainer_settings()  # the trainer's defaults (trainer/skfleet.yaml); the variable, as a user's, wins
         features, target = _training_data()
@@ -291,7 +291,7 @@ def test_the_trainer_sends_the_data_to_the_workers_not_through_the_scheduler(
 def test_the_trainer_scatters_directly_by_default() -> None:
     # A fresh interpreter: Dask's configuration as a user without any setting has it.
     environment = {key: value for key, value in os.environ.items() if not key.startswith("DASK_")}
-    probe = "import dask; from trainer.cli import trainer_settings; trainer_settings(); "
+    probe = "import dask; from skfleet.cli import trainer_settings; trainer_settings(); "
     probe += "print(dask.config.get('distributed.client.direct-to-workers'))"
     printed = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True, check=True)
     assert printed.stdout.strip() == "True"

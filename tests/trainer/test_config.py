@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from trainer import model
-from trainer.config import DEFAULT_GRID, SearchConfig, load_search_config, parse_param_option
-from trainer.errors import InputError
+from skfleet import model
+from skfleet.config import DEFAULT_GRID, SearchConfig, load_search_config, parse_param_option
+from skfleet.errors import InputError
 
 
 def test_defaults_are_the_original_demo() -> None:
@@ -74,7 +74,7 @@ def test_trainer_defaults_come_from_dask_config() -> None:
         [
             sys.executable,
             "-c",
-            "from trainer.cli import parser; a = parser().parse_args([]); print(a.output, a.workers, a.workers_timeout)",
+            "from skfleet.cli import parser; a = parser().parse_args([]); print(a.output, a.workers, a.workers_timeout)",
         ],
         env=env,
         capture_output=True,

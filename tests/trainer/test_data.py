@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from skfleet import data, layouts
+from skfleet.errors import InputError
 from tests.conftest import asa_frame, write_csv
-from trainer import data, layouts
-from trainer.errors import InputError
 
 CANONICAL = [*layouts.BASE_COLUMNS, "ArrDelay"]
 

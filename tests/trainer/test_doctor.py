@@ -1,12 +1,12 @@
-"""`python -m trainer doctor` against real (in-process) clusters: all well, drifted, unreachable."""
+"""`python -m skfleet doctor` against real (in-process) clusters: all well, drifted, unreachable."""
 
 from __future__ import annotations
 
 import pytest
 from distributed import Client, LocalCluster
 
+from skfleet.cli import main
 from tests.trainer.test_cluster import _pretend_version
-from trainer.cli import main
 
 pytestmark = pytest.mark.cluster
 

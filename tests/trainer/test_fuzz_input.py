@@ -22,10 +22,10 @@ from distributed import LocalCluster
 from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 
+from skfleet import layouts
+from skfleet.cli import main
+from skfleet.report import RUN_FILES
 from tests.conftest import asa_frame, write_csv
-from trainer import layouts
-from trainer.cli import main
-from trainer.report import RUN_FILES
 
 pytestmark = pytest.mark.cluster
 
@@ -313,9 +313,9 @@ def run_trainer(path: Path, output: Path) -> tuple[int, str]:
         with time_limit(EXAMPLE_SECONDS), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             code = main(argv)
     except ExampleTimeout:
-        pytest.fail(f"hang: `python -m trainer {' '.join(argv)}` ran over {EXAMPLE_SECONDS} s\nstderr: {stderr.getvalue()}")
+        pytest.fail(f"hang: `python -m skfleet {' '.join(argv)}` ran over {EXAMPLE_SECONDS} s\nstderr: {stderr.getvalue()}")
     except Exception as error:
-        error.add_note(f"uncaught by trainer.cli.main: the user sees this traceback\nstderr: {stderr.getvalue()}")
+        error.add_note(f"uncaught by skfleet.cli.main: the user sees this traceback\nstderr: {stderr.getvalue()}")
         raise
     return code, stderr.getvalue()
 

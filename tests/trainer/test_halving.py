@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from sklearn.tree import DecisionTreeClassifier
 
-from trainer import data, model, report_html, search
-from trainer.cli import main
-from trainer.config import SearchConfig
+from skfleet import data, model, report_html, search
+from skfleet.cli import main
+from skfleet.config import SearchConfig
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 
-from trainer import data, model
-from trainer.errors import LeakError
+from skfleet import data, model
+from skfleet.errors import LeakError
 
 
 def test_feature_matrix_is_the_eleven_schedule_features() -> None:
@@ -35,7 +35,7 @@ def test_original_demo_leak_is_refused() -> None:
 
 
 def test_search_refuses_a_leaky_matrix() -> None:
-    from trainer import search
+    from skfleet import search
 
     frame = data.load(None, synthetic_rows=200).frame
     features, target = model.feature_matrix(frame)
@@ -47,7 +47,7 @@ def test_search_refuses_a_leaky_matrix() -> None:
 
 
 def _config():
-    from trainer.config import SearchConfig
+    from skfleet.config import SearchConfig
 
     return SearchConfig()
 

@@ -7,9 +7,9 @@ import io
 import pytest
 from distributed import Client, LocalCluster
 
-from trainer import data, model, search
-from trainer.config import SearchConfig
-from trainer.progress import ProgressBar, clock, live_bar
+from skfleet import data, model, search
+from skfleet.config import SearchConfig
+from skfleet.progress import ProgressBar, clock, live_bar
 
 
 class Terminal(io.StringIO):

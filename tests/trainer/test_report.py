@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer import report
+from skfleet import report
 
 
 def test_failed_write_leaves_no_run_folder(tmp_path: Path) -> None:

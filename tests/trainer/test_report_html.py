@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from trainer import data, model, report, report_html, search
-from trainer.cluster import ClusterInfo
-from trainer.config import SearchConfig
+from skfleet import data, model, report, report_html, search
+from skfleet.cluster import ClusterInfo
+from skfleet.config import SearchConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTILE_NAME = "<script>alert(1)</script>.csv"
@@ -322,7 +322,7 @@ def test_matplotlib_needs_no_writable_home(tmp_path: Path) -> None:
     environment.update(HOME="/dev/null/home", TMPDIR=str(tmp_path), PYTHONPATH=str(ROOT))
     code = (
         "import os, sys\n"
-        "from trainer import report_html\n"
+        "from skfleet import report_html\n"
         "figure = report_html.figure_class()()\n"
         "figure.subplots().plot([0, 1], [1, 0])\n"
         "figure.savefig(sys.argv[1], dpi=50)\n"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.model_selection import GridSearchCV
 
-from trainer import data, model, synthetic
+from skfleet import data, model, synthetic
 
 
 def test_generator_follows_the_spec() -> None:
