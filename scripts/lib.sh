@@ -64,21 +64,13 @@ ensure_pip_ca_bundle() {
   fi
 }
 
-# Exports SKFLEET_UID and SKFLEET_GID, the user the trainer runs as (you; 10001 for root),
-# and creates the results folder, owned by that user; OUTPUT_DIR is its absolute path.
+# Creates the results folder (as you: the trainer's entrypoint runs it as the folder's owner,
+# docker/as-owner.sh); OUTPUT_DIR is its absolute path.
 ensure_output_folder() {
-  local uid gid output
-  uid="$(id -u)"
-  gid="$(id -g)"
+  local output
   output="$(setting SKFLEET_OUTPUT_DIR ../output)"
   [[ "${output}" = /* ]] || output="${SKFLEET_ROOT}/compose/${output}"
   mkdir -p "${output}"
-  if [[ "${uid}" -eq 0 ]]; then
-    uid=10001
-    gid=10001
-    chown "${uid}:${gid}" "${output}"
-  fi
-  export SKFLEET_UID="${uid}" SKFLEET_GID="${gid}"
   OUTPUT_DIR="$(cd "${output}" && pwd)"
 }
 

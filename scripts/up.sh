@@ -22,8 +22,7 @@ main() {
   ensure_base_image
   ensure_pip_ca_bundle
 
-  # The trainer runs as you, so results belong to you. Root gets the image's
-  # unprivileged user instead: containers never run as root.
+  # Results belong to you (root's too): the trainer runs as the output folder's owner.
   ensure_output_folder
   if [[ $# -gt 0 ]]; then
     export SKFLEET_TRAIN_ARGS="$*"

@@ -146,11 +146,11 @@ def stack_environment(project: str, tmp: Path) -> tuple[dict[str, str], Path, Pa
     data_dir, output_dir = tmp / "data", tmp / "output"
     data_dir.mkdir()
     output_dir.mkdir()
-    # The trainer runs as this uid and must own the output folder; never as root.
-    uid = os.getuid() or 10001
-    os.chown(output_dir, uid, uid)
+    # Results belong to whoever runs the tests, root included: the trainer's entrypoint finds
+    # the owner itself (docker/as-owner.sh), so SKFLEET_UID stays unset as in a fresh clone.
+    uid = os.getuid()
     env = {
-        **os.environ,
+        **{key: value for key, value in os.environ.items() if key not in ("SKFLEET_UID", "SKFLEET_GID")},
         "SKFLEET_TAG": "e2e",
         "SKFLEET_WORKERS": str(N_WORKERS),
         "SKFLEET_SCHEDULER_PORT": str(free_port()),
@@ -158,8 +158,6 @@ def stack_environment(project: str, tmp: Path) -> tuple[dict[str, str], Path, Pa
         "SKFLEET_PROMETHEUS_PORT": str(free_port()),
         "SKFLEET_DATA_DIR": str(data_dir),
         "SKFLEET_OUTPUT_DIR": str(output_dir),
-        "SKFLEET_UID": str(uid),
-        "SKFLEET_GID": str(uid),
         "SKFLEET_WORKERS_TIMEOUT": "120",
         "COMPOSE_PROJECT_NAME": project,
     }

@@ -130,12 +130,35 @@ def test_containers_are_read_only_without_capabilities(stack: Stack) -> None:
         assert "no-new-privileges:true" in host["SecurityOpt"]
     denied = stack.compose("exec", "-T", "worker", "touch", "/opt/skfleet/x", check=False)
     assert denied.returncode != 0 and "Read-only file system" in denied.stderr
-    # The one-shot services get the same settings.
+    # The trainer and the notebook get the same settings, and three capabilities for their
+    # entrypoint alone (docker/as-owner.sh): hand the output folder over, switch user.
     config = json.loads(stack.compose("--profile", "notebook", "config", "--format", "json").stdout)
     for service in ("trainer", "notebook"):
         settings = config["services"][service]
         assert settings["read_only"] is True and settings["cap_drop"] == ["ALL"], service
+        assert sorted(settings["cap_add"]) == ["CHOWN", "SETGID", "SETUID"], service
         assert "no-new-privileges:true" in settings["security_opt"], service
+
+
+def as_the_trainer(stack: Stack, command: str, folder: str = "/output", **env: str) -> str:
+    """Give what COMMAND prints when run by the trainer container's entrypoint, in place of the trainer."""
+    entrypoint = f"dumb-init -- skfleet-as-owner {folder} {command}"
+    settings = [f"--env={key}={value}" for key, value in env.items()]
+    return stack.compose("run", "--rm", "--no-deps", *settings, "--entrypoint", entrypoint, "trainer").stdout
+
+
+def test_the_trainer_never_runs_as_root_and_holds_no_capability(stack: Stack) -> None:
+    # Whoever runs the tests owns the results (root in CI): root's trainer is the image's user.
+    expected = str(stack.uid or 10001)
+    assert as_the_trainer(stack, "id -u").strip() == expected
+    status = as_the_trainer(stack, "cat /proc/self/status")
+    capabilities = dict(line.split(":\t") for line in status.splitlines() if line.startswith("Cap"))
+    assert capabilities["CapEff"] == capabilities["CapPrm"] == capabilities["CapAmb"] == "0" * 16, capabilities
+    assert "NoNewPrivs:\t1" in status
+    # SKFLEET_UID still chooses the user; 0 is never honoured as root. (A folder that isn't
+    # there: an empty /output would be handed to uid 1234.)
+    assert as_the_trainer(stack, "id -u", folder="/tmp/absent", SKFLEET_UID="1234").strip() == "1234"
+    assert as_the_trainer(stack, "id -u", folder="/tmp/absent", SKFLEET_UID="0").strip() == "10001"
 
 
 def primary_address() -> str:
