@@ -65,7 +65,7 @@ def docker_gid() -> int:
 def ensure_newcomer() -> tuple[int, int]:
     """Give the uid and gid of a non-root member of the docker group (uid 1234), created when missing."""
     try:
-        entry = pwd.getpwnam(NEWCOMER)
+        entry = pwd.getpwuid(NEWCOMER_UID)
     except KeyError:
         subprocess.run(
             ["useradd", "--uid", str(NEWCOMER_UID), "--user-group", "--groups", "docker", "--no-create-home", NEWCOMER],
