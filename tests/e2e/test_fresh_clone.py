@@ -81,8 +81,10 @@ def clone_for(name: str, uid: int, gid: int, home: Path) -> Newcomer:
     os.chown(home, uid, gid)
     clone = home / "skfleet"
     as_user = {} if uid == os.getuid() else {"user": uid, "group": gid}
+    # This checkout belongs to another user than the newcomer: git wants to be told it is trusted.
+    (home / ".gitconfig").write_text("[safe]\n\tdirectory = *\n")
     subprocess.run(
-        ["git", "-c", "safe.directory=*", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)],
+        ["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)],
         env={"HOME": str(home), "PATH": os.environ["PATH"]},
         check=True,
         capture_output=True,
