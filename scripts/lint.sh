@@ -14,7 +14,7 @@ log "ruff";       "${bin}/ruff" check .
 "${bin}/ruff" format --check .
 log "yamllint";   "${bin}/yamllint" --strict -c .yamllint.yaml .
 log "hadolint";   "${bin}/hadolint" --failure-threshold info docker/Dockerfile
-log "shellcheck"; "${bin}/shellcheck" -x scripts/*.sh .ci/run
+log "shellcheck"; "${bin}/shellcheck" -x scripts/*.sh docker/*.sh .ci/run
 log "ansible-lint (production profile)"; (cd ansible && PATH="${SKFLEET_ROOT}/.venv/bin:${PATH}" ansible-lint --strict -q)
 if docker compose version >/dev/null 2>&1; then
   log "compose config"; docker compose config --quiet
