@@ -59,16 +59,13 @@ fi
 if [[ -d "${folder}" && "$(stat -c %u "${folder}")" == 0 ]]; then
   chmod g+rwx "${folder}"
 fi
-# dumb-init sends signals to the whole process group: COMMAND gets them itself; this shell
-# only waits for it to end, however often a signal interrupts the wait.
+# dumb-init sends signals to the whole process group: COMMAND gets them itself, and this shell
+# outlives them to hand the files back. COMMAND runs in the foreground: a background job of a
+# shell without job control would ignore SIGINT, and Python then never sees Ctrl-C, or the
+# interrupt the trainer raises in itself to end a search that can't go on.
 trap ':' HUP INT QUIT TERM
-setpriv --reuid="${IMAGE_UID}" --regid=0 --clear-groups -- "$@" &
-child=$!
 status=0
-while true; do
-  wait "${child}" && status=0 || status=$?
-  kill -0 "${child}" 2>/dev/null || break
-done
+setpriv --reuid="${IMAGE_UID}" --regid=0 --clear-groups -- "$@" || status=$?
 if [[ -d "${folder}" ]]; then
   find "${folder}" -xdev -user "${IMAGE_UID}" -exec chown --no-dereference 0:0 {} + || log "could not give ${folder}'s new files to root"
 fi
