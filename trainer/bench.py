@@ -60,8 +60,8 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, ParameterGrid
 from sklearn.pipeline import Pipeline
 
-from skfleet import cli, data, model, search
-from skfleet.config import SearchConfig
+from skfleet import data, model, search
+from skfleet.config import HALVING_FACTOR, SearchConfig
 
 PATHS = ("serial", "loky", "dask", "dask-threads", "compose", "demo", "halving")
 DEFAULT_PATHS = ("serial", "loky", "dask", "dask-threads", "demo", "halving")
@@ -167,7 +167,7 @@ def measure(
     grid: dict[str, list[Any]],
     cores: int,
     scheduler: str | None,
-    halving_factor: int = search.HALVING_FACTOR,
+    halving_factor: int = HALVING_FACTOR,
 ) -> Measurement:
     """Run the search once through PATH; give its measurement."""
     if path == "serial":
@@ -264,7 +264,7 @@ def run_rounds(
     repeat: int,
     cores: int,
     scheduler: str | None,
-    halving_factor: int = search.HALVING_FACTOR,
+    halving_factor: int = HALVING_FACTOR,
 ) -> dict[str, list[Measurement]]:
     config = SearchConfig()
     grid = config.pipeline_grid(model.build_pipeline(config.random_state))
@@ -419,8 +419,8 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument(
         "--halving-factor",
         type=int,
-        default=search.HALVING_FACTOR,
-        help=f"the halving path's factor: 1/FACTOR of the candidates survives each round (default {search.HALVING_FACTOR})",
+        default=HALVING_FACTOR,
+        help=f"the halving path's factor: 1/FACTOR of the candidates survives each round (default {HALVING_FACTOR})",
     )
     cli.add_argument("--json", type=Path, metavar="FILE", help="write every measurement as JSON")
     cli.add_argument("--plot", type=Path, metavar="FILE", help="write the PNG plot")
@@ -441,7 +441,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser().error("the compose path needs --scheduler ADDRESS (or DASK_SCHEDULER_ADDRESS)")
     logging.basicConfig(level=logging.WARNING)
     os.environ.update(SINGLE_THREADED)
-    cli.trainer_settings()  # the trainer's Dask settings (trainer/skfleet.yaml): skfleet's path is the trainer's
     sizes = [int(size) for size in args.rows.split(",")] if args.data == "synthetic" else [0]
     results: dict[int, dict[str, list[Measurement]]] = {}
     for size in sizes:

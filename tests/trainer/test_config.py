@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
+import dask.config
 import pytest
 
 from skfleet import model
+from skfleet.cli import parser
 from skfleet.config import DEFAULT_GRID, SearchConfig, load_search_config, parse_param_option
+from skfleet.dask_config import trainer_settings
 from skfleet.errors import InputError
 
 
@@ -47,7 +54,7 @@ def test_param_option_parses_scalars() -> None:
     ("text", "message"),
     [
         ("cv: 1\n", "cv must be an integer of at least 2"),
-        ("scoring: acuracy\n", "unknown scoring 'acuracy'"),
+        ("scoring: acuracy\n", "scoring 'acuracy' is not a scikit-learn scorer"),
         ("test_size: 1.5\n", "test_size must be between 0 and 1"),
         ("- just\n- a list\n", "a grid file is a mapping"),
         ("param_grid: {max_depth: []}\n", "parameter 'max_depth' has no values"),
@@ -62,23 +69,83 @@ def test_bad_grid_files(tmp_path: Path, text: str, message: str) -> None:
     assert str(path) in str(error.value)
 
 
-def test_trainer_defaults_come_from_dask_config() -> None:
-    # Dask reads DASK_* variables at import, so a fresh interpreter sees them as a user's would.
-    import os
-    import subprocess
-    import sys
+def fresh_interpreter(probe: str, **variables: str) -> str:
+    """Give what PROBE prints in a new Python, with no DASK_... variable but VARIABLES (Dask reads them at import)."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("DASK_")}
+    return subprocess.run(
+        [sys.executable, "-c", probe], env={**environment, **variables}, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
-    env = {**os.environ, "DASK_SKFLEET__TRAINER__WORKERS_TIMEOUT": "7", "DASK_SKFLEET__TRAINER__OUTPUT": "/results"}
-    env["DASK_SKFLEET__TRAINER__WORKERS"] = "3"
-    shown = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from skfleet.cli import parser; a = parser().parse_args([]); print(a.output, a.workers, a.workers_timeout)",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    assert shown == ["/results", "3", "7.0"]
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [({}, "unset True"), ({"DASK_DISTRIBUTED__CLIENT__DIRECT_TO_WORKERS": "false"}, "False False")],
+    ids=["skfleet.yaml", "the user's variable wins"],
+)
+def test_import_skfleet_registers_its_dask_config(variables: dict[str, str], expected: str) -> None:
+    # As a notebook would: no CLI, no parser, only the import.
+    probe = "import dask.config; before = dask.config.get('distributed.client.direct-to-workers', 'unset'); "
+    probe += "import skfleet; from distributed import Client; "  # distributed's own defaults must not undo skfleet's
+    probe += "print(before, dask.config.get('distributed.client.direct-to-workers'))"
+    assert fresh_interpreter(probe, **variables) == expected
+
+
+def test_the_users_dask_config_file_wins(tmp_path: Path) -> None:
+    (tmp_path / "mine.yaml").write_text(
+        "distributed:\n  client:\n    direct-to-workers: false\nskfleet:\n  trainer:\n    workers: 5\n"
+    )
+    probe = "import dask.config, skfleet; print(dask.config.get('distributed.client.direct-to-workers'), "
+    probe += "dask.config.get('skfleet.trainer.workers'), dask.config.get('skfleet.trainer.workers-timeout'))"
+    assert fresh_interpreter(probe, DASK_CONFIG=str(tmp_path)) == "False 5 120"
+
+
+def test_trainer_settings_from_environment_win_over_the_yaml() -> None:
+    probe = "import dask.config, skfleet.dask_config as c; print(dask.config.get('skfleet.trainer.workers-timeout'), "
+    probe += "c.trainer_settings().workers_timeout)"
+    assert fresh_interpreter(probe) == "120 120.0"
+    assert fresh_interpreter(probe, DASK_SKFLEET__TRAINER__WORKERS_TIMEOUT="180") == "180 180.0"
+
+
+def test_trainer_defaults_come_from_dask_config() -> None:
+    shown = fresh_interpreter(
+        "from skfleet.cli import parser; a = parser().parse_args([]); print(a.output, a.workers, a.workers_timeout)",
+        DASK_SKFLEET__TRAINER__WORKERS_TIMEOUT="7",
+        DASK_SKFLEET__TRAINER__OUTPUT="/results",
+        DASK_SKFLEET__TRAINER__WORKERS="3",
+    )
+    assert shown.split() == ["/results", "3", "7.0"]
+
+
+def test_help_shows_the_defaults_in_force() -> None:
+    settings = {"output": "/results", "workers": 3, "workers-timeout": 180, "paused-timeout": 7.5}
+    with dask.config.set({f"skfleet.trainer.{key}": value for key, value in settings.items()}):
+        text = " ".join(parser().format_help().split())  # unwrapped
+    for option, shown, variable in [
+        ("--output", "/results", "OUTPUT"),
+        ("--workers", "3", "WORKERS"),
+        ("--workers-timeout", "180", "WORKERS_TIMEOUT"),
+        ("--paused-timeout", "7.5", "PAUSED_TIMEOUT"),
+    ]:
+        assert f"(default {shown}; " in text, option
+        assert f"DASK_SKFLEET__TRAINER__{variable})" in text, option
+    defaults = SearchConfig()
+    for shown in (f"default {defaults.cv},", f"default {defaults.scoring},", f"default {defaults.random_state},"):
+        assert shown in text
+    assert "(default 120" not in text
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        (
+            "workers-timeout",
+            "soon",
+            "skfleet.trainer.workers-timeout (DASK_SKFLEET__TRAINER__WORKERS_TIMEOUT): expected a number",
+        ),
+        ("workers", 2.5, "skfleet.trainer.workers (DASK_SKFLEET__TRAINER__WORKERS): expected an integer or null, got 2.5"),
+        ("paused-timeout", True, "expected a number of seconds, got True"),
+    ],
+)
+def test_a_setting_of_the_wrong_type_is_a_user_error(key: str, value: object, message: str) -> None:
+    with dask.config.set({f"skfleet.trainer.{key}": value}), pytest.raises(InputError, match=re.escape(message)):
+        trainer_settings()

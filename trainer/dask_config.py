@@ -1,0 +1,84 @@
+"""skfleet's Dask configuration: trainer/skfleet.yaml, registered with Dask when skfleet is imported.
+
+As dask-kubernetes and dask-cloudprovider register theirs, so `import skfleet` in a notebook or
+a script gets the trainer's Dask settings (data sent straight to the workers) as the CLI does.
+They are defaults: the user's Dask config files and DASK_... environment variables win.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask.config
+import distributed  # noqa: F401 (registers distributed's defaults: see register_defaults)
+import yaml
+
+from skfleet.errors import InputError
+
+DEFAULTS_FILE = Path(__file__).with_name("skfleet.yaml")
+TRAINER_KEY = "skfleet.trainer"
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """The trainer's settings in force: Dask config (files, DASK_SKFLEET__TRAINER__...) over skfleet.yaml."""
+
+    output: Path
+    workers: int | None
+    workers_timeout: float
+    paused_timeout: float
+
+
+def defaults() -> dict[str, Any]:
+    """Give skfleet.yaml's settings, as Dask config."""
+    return yaml.safe_load(DEFAULTS_FILE.read_text(encoding="utf-8"))
+
+
+def register_defaults() -> None:
+    """Add skfleet.yaml to Dask's defaults, under the user's settings (skfleet's __init__ calls it once)."""
+    # update_defaults keeps a value the user set (config file, DASK_... variable) and replaces the rest, so
+    # the defaults registered last win: distributed's own (direct-to-workers: null) are, by the import
+    # above, registered before ours, or a notebook's `from distributed import Client` after `import skfleet`
+    # would undo ours. dask.config.refresh() re-applies them all in the same order.
+    dask.config.update_defaults(defaults())
+
+
+def variable(key: str) -> str:
+    """Give the environment variable of the trainer setting KEY: DASK_SKFLEET__TRAINER__WORKERS_TIMEOUT."""
+    return "DASK_" + f"{TRAINER_KEY}.{key}".upper().replace(".", "__").replace("-", "_")
+
+
+def trainer_settings() -> TrainerSettings:
+    """Give the trainer's settings in force, read from Dask's config; a value of the wrong type is a user error."""
+    return TrainerSettings(
+        output=Path(str(_setting("output"))),
+        workers=_number("workers", int, optional=True),
+        workers_timeout=_number("workers-timeout", float),
+        paused_timeout=_number("paused-timeout", float),
+    )
+
+
+def _setting(key: str) -> Any:
+    # get() per key: Dask treats "-" and "_" alike there (DASK_..._WORKERS_TIMEOUT), not in the raw dict.
+    return dask.config.get(f"{TRAINER_KEY}.{key}")
+
+
+def _number(key: str, kind: type[int] | type[float], *, optional: bool = False) -> Any:
+    value = _setting(key)
+    if value is None and optional:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise TypeError(value)
+        number = kind(value)
+        if kind is int and number != float(value):
+            raise ValueError(value)
+        if not math.isfinite(number):
+            raise ValueError(value)
+    except (TypeError, ValueError):
+        expected = ("an integer" if kind is int else "a number of seconds") + (" or null" if optional else "")
+        raise InputError(f"Dask config {TRAINER_KEY}.{key} ({variable(key)}): expected {expected}, got {value!r}") from None
+    return number
