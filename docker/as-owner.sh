@@ -3,10 +3,11 @@
 # into the container (the trainer's /output, the notebook's /work/notebooks), never as root.
 #
 # So that `docker compose up` leaves files owned by whoever ran it, whatever their uid, without
-# a step to run first. The container starts as root with three capabilities, and this script is
-# their only user: CHOWN (hand the folder Docker made to its owner, and root's files back to
-# root), SETUID and SETGID (become that owner). COMMAND runs with none of them: a change of uid
-# away from 0 clears the capability sets, and no-new-privileges keeps them from coming back.
+# a step to run first. The container starts as root with four capabilities, for this script and
+# dumb-init alone: CHOWN (hand the folder Docker made to its owner, and root's files back to
+# root), SETUID and SETGID (become that owner), KILL (dumb-init, still root, passes signals on
+# to COMMAND). COMMAND runs with none of them: a change of uid away from 0 clears the capability
+# sets, and no-new-privileges keeps them from coming back.
 #
 # Who the owner is, first match:
 #   1. SKFLEET_UID (and SKFLEET_GID, default the same number), when set;
@@ -17,7 +18,7 @@
 # An owner other than root: COMMAND runs as that uid and gid; FOLDER, when Docker just made it
 # (root's, empty), is handed to them first. Root: COMMAND runs as the image's user (10001)
 # with group 0, FOLDER gets group write, and whatever COMMAND wrote there is given back to
-# root when it ends. Started as non-root already (`docker run --user`), it only runs COMMAND.
+# root (group-writable) when it ends. Started as non-root already (`docker run --user`), it only runs COMMAND.
 set -euo pipefail
 
 IMAGE_UID=10001
@@ -66,7 +67,12 @@ fi
 trap ':' HUP INT QUIT TERM
 status=0
 setpriv --reuid="${IMAGE_UID}" --regid=0 --clear-groups -- "$@" || status=$?
+# Root's again, and still writable by group 0, so the next run can go on with them (a
+# checkpoint it appends to, a folder it removes). One at a time, so that a folder is root's
+# before find looks inside it (the trainer makes some 0700).
 if [[ -d "${folder}" ]]; then
-  find "${folder}" -xdev -user "${IMAGE_UID}" -exec chown --no-dereference 0:0 {} + || log "could not give ${folder}'s new files to root"
+  find "${folder}" -xdev -user "${IMAGE_UID}" \( -type f -o -type d \) \
+    -exec chown 0:0 {} \; -exec chmod g+rwX {} \; \
+    || log "could not give all of ${folder}'s new files to root"
 fi
 exit "${status}"

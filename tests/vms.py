@@ -8,10 +8,13 @@ and /var/lib/docker on a volume so a nested engine gets overlay2.
 
 Everything created carries the label `skfleet.test=vms` (and the fleet's prefix), so
 `destroy_leftovers(prefix)` can clear what a killed test run left behind.
+
+The tests drive the Docker engine through the Docker SDK; `docker_client()` is the one client.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import shutil
 import subprocess
@@ -21,14 +24,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker.errors
+from docker.models.containers import Container
+from docker.types import IPAMConfig, IPAMPool
+
 DEFAULT_IMAGE = "skfleet/vm:bookworm"
 DEFAULT_SUBNET = "10.231.7.0/24"
-LABEL = "skfleet.test=vms"
+LABEL_KEY, LABEL_VALUE = "skfleet.test", "vms"
+LABEL = f"{LABEL_KEY}={LABEL_VALUE}"
 FLEET_LABEL = "skfleet.test.fleet"  # its value: the fleet's name prefix
 USER = "ops"
 # The first VM gets the subnet's 11th address: room below for the gateway and helpers.
 FIRST_HOST_OFFSET = 11
-DOCKER_TIMEOUT_S = 60.0
+# Each Docker API call (removing a VM with its nested engine's volume included); a command in a VM has its own.
+DOCKER_TIMEOUT_S = 120
 BOOT_TIMEOUT_S = 180.0
 POLL_INTERVAL_S = 0.5
 SSH_OPTIONS = (
@@ -44,22 +53,15 @@ SSH_OPTIONS = (
     "ConnectTimeout=5",
 )
 # What a VM container may do: everything a VM's root may, except change the host's
-# resources limits, clock or kernel modules. `--privileged` fails on this kind of host
-# (CAP_SYS_RESOURCE is outside the bounding set, and 20.10 ignores --cap-drop with it).
-VM_SECURITY = (
-    "--cgroupns=private",
-    "--cap-add",
-    "ALL",
-    "--cap-drop",
-    "SYS_RESOURCE",
-    "--cap-drop",
-    "SYS_TIME",
-    "--cap-drop",
-    "SYS_MODULE",
+# resources limits, clock or kernel modules. `privileged` fails on this kind of host
+# (CAP_SYS_RESOURCE is outside the bounding set, and 20.10 ignores cap_drop with it).
+VM_SECURITY: dict[str, object] = {
+    "cgroupns": "private",
+    "cap_add": ["ALL"],
+    "cap_drop": ["SYS_RESOURCE", "SYS_TIME", "SYS_MODULE"],
     # Nested containers need it ("unable to join session keyring" otherwise).
-    "--security-opt",
-    "seccomp=unconfined",
-)
+    "security_opt": ["seccomp=unconfined"],
+}
 
 
 class VmFleetError(RuntimeError):
@@ -85,9 +87,19 @@ def run_command(command: Sequence[str], timeout: float, check: bool = True) -> s
     return result
 
 
-def docker(*args: str, timeout: float = DOCKER_TIMEOUT_S, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Give the result of one `docker` CLI call."""
-    return run_command(["docker", *args], timeout=timeout, check=check)
+@functools.cache
+def docker_client() -> docker.DockerClient:
+    """Give the tests' client of the Docker engine (DOCKER_HOST and the like honoured), made on first use."""
+    return docker.from_env(timeout=DOCKER_TIMEOUT_S)
+
+
+def execute(container: Container, *command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Give the result of COMMAND run in CONTAINER, ended by `timeout` in there after TIMEOUT seconds (exit 124).
+
+    exec_run waits for the output with no limit of its own; the container's coreutils set one.
+    """
+    exit_code, (stdout, stderr) = container.exec_run(["timeout", f"{timeout:.0f}", *command], demux=True)
+    return subprocess.CompletedProcess(list(command), exit_code, (stdout or b"").decode(), (stderr or b"").decode())
 
 
 @dataclass(frozen=True)
@@ -147,21 +159,12 @@ class VmFleet:
         self._check_nothing_in_the_way()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._make_key()
-        docker(
-            "network",
-            "create",
-            "--driver",
-            "bridge",
-            "--subnet",
-            self.subnet,
-            "--gateway",
-            self.gateway,
-            *self._labels(),
-            self.network,
-        )
+        engine = docker_client()
+        ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=self.subnet, gateway=self.gateway)])
+        engine.networks.create(self.network, driver="bridge", ipam=ipam, labels=self._labels())
         for vm in self.vms:
-            docker("volume", "create", *self._labels(), self._volume(vm))
-            docker("run", *self._run_arguments(vm))
+            engine.volumes.create(self._volume(vm), labels=self._labels())
+            self._start(vm)
         deadline = time.monotonic() + self.boot_timeout_s
         for vm in self.vms:
             self._wait_for_systemd(vm, deadline)
@@ -199,20 +202,29 @@ class VmFleet:
     def partition(self, vm: Vm) -> None:
         """Cut the VM off the network (the container keeps running)."""
         if self._connected(vm):
-            docker("network", "disconnect", self.network, vm.container)
+            docker_client().networks.get(self.network).disconnect(vm.container)
 
     def heal(self, vm: Vm) -> None:
         """Put a partitioned VM back on the network, at its own address."""
         if not self._connected(vm):
-            docker("network", "connect", "--ip", vm.address, self.network, vm.container)
+            docker_client().networks.get(self.network).connect(vm.container, ipv4_address=vm.address)
 
     def logs(self, vm: Vm, lines: int = 200) -> str:
         """Give the tail of the VM's journal, or of its console when the journal cannot be read."""
-        journal = docker("exec", vm.container, "journalctl", "--boot", "--no-pager", "-n", str(lines), check=False)
-        if journal.returncode == 0:
-            return journal.stdout
-        console = docker("logs", "--tail", str(lines), vm.container, check=False)
-        return f"(no journal: {journal.stderr.strip()})\n{console.stdout}{console.stderr}"
+        try:
+            container = docker_client().containers.get(vm.container)
+        except docker.errors.NotFound:
+            return f"(no container {vm.container})"
+        try:
+            journal = execute(container, "journalctl", "--boot", "--no-pager", "-n", str(lines))
+        except docker.errors.APIError as error:  # not running: no journal to ask
+            why = error.explanation
+        else:
+            if journal.returncode == 0:
+                return journal.stdout
+            why = journal.stderr.strip()
+        console = container.logs(tail=lines).decode(errors="replace")  # tty: stdout and stderr as one
+        return f"(no journal: {why})\n{console}"
 
     def destroy(self) -> None:
         """Remove the containers, volumes and network; safe on a fleet partly booted or already destroyed."""
@@ -222,47 +234,43 @@ class VmFleet:
             networks=[self.network],
         )
 
-    def _labels(self) -> list[str]:
-        return ["--label", LABEL, "--label", f"{FLEET_LABEL}={self.prefix}"]
+    def _labels(self) -> dict[str, str]:
+        return {LABEL_KEY: LABEL_VALUE, FLEET_LABEL: self.prefix}
 
     def _volume(self, vm: Vm) -> str:
         return f"{vm.container}-docker"
 
-    def _run_arguments(self, vm: Vm) -> list[str]:
-        return [
-            "--detach",
-            "--tty",  # systemd wants a console; also how VM_TEST_HOSTS.md booted it
-            "--name",
-            vm.container,
-            "--hostname",
-            vm.name,
-            *self._labels(),
-            "--network",
-            self.network,
-            "--ip",
-            vm.address,
-            *VM_SECURITY,
-            "--tmpfs",
-            "/run",
-            "--tmpfs",
-            "/run/lock",
-            "--volume",
-            f"{self._volume(vm)}:/var/lib/docker",
-            "--volume",
-            f"{self.work_dir / 'authorized_keys'}:/home/{self.user}/.ssh/authorized_keys:ro",
-            # Lets ansible.builtin.reboot (and a crash) bring the VM back, as a VM would.
-            "--restart",
-            "unless-stopped",
+    def _start(self, vm: Vm) -> None:
+        """Start the VM's container (its network, volume and key made already)."""
+        engine = docker_client()
+        engine.containers.run(
             self.image,
-        ]
+            detach=True,
+            tty=True,  # systemd wants a console; also how VM_TEST_HOSTS.md booted it
+            name=vm.container,
+            hostname=vm.name,
+            labels=self._labels(),
+            network=self.network,
+            networking_config={self.network: engine.api.create_endpoint_config(ipv4_address=vm.address)},
+            **VM_SECURITY,
+            tmpfs={"/run": "", "/run/lock": ""},
+            volumes={
+                self._volume(vm): {"bind": "/var/lib/docker", "mode": "rw"},
+                str(self.work_dir / "authorized_keys"): {"bind": f"/home/{self.user}/.ssh/authorized_keys", "mode": "ro"},
+            },
+            # Lets ansible.builtin.reboot (and a crash) bring the VM back, as a VM would.
+            restart_policy={"Name": "unless-stopped"},
+        )
 
     def _check_nothing_in_the_way(self) -> None:
         if shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
             raise VmFleetError("the VMs are reached over SSH: install openssh-client (ssh, ssh-keygen)")
-        if docker("image", "inspect", self.image, check=False).returncode != 0:
-            raise VmFleetError(f"no image {self.image}: build it with scripts/build-vm-image.sh")
-        leftovers = docker("ps", "--all", "--quiet", "--filter", f"label={FLEET_LABEL}={self.prefix}").stdout.split()
-        if leftovers:
+        engine = docker_client()
+        try:
+            engine.images.get(self.image)
+        except docker.errors.ImageNotFound:
+            raise VmFleetError(f"no image {self.image}: build it with scripts/build-vm-image.sh") from None
+        if engine.containers.list(all=True, filters={"label": f"{FLEET_LABEL}={self.prefix}"}, sparse=True):
             raise VmFleetError(
                 f"containers of an earlier fleet {self.prefix!r} still exist: "
                 f"call tests.vms.destroy_leftovers({self.prefix!r}) or remove them with docker rm -f"
@@ -290,19 +298,26 @@ class VmFleet:
     def _wait_for_systemd(self, vm: Vm, deadline: float) -> None:
         state = "not started"
         while time.monotonic() < deadline:
-            running = docker("inspect", "--format", "{{.State.Running}}", vm.container, check=False).stdout.strip()
-            if running != "true":
+            try:
+                container = docker_client().containers.get(vm.container)
+            except docker.errors.NotFound:
+                container = None
+            if container is None or not container.attrs["State"]["Running"]:
                 raise VmFleetError(f"VM {vm.name} stopped while booting:\n{self.logs(vm)}")
             try:
-                result = docker("exec", vm.container, "systemctl", "is-system-running", check=False, timeout=15)
-            except CommandError as error:  # a booting systemd may not answer yet: ask again
-                state = str(error)
+                result = execute(container, "systemctl", "is-system-running", timeout=15)
+            except docker.errors.APIError as error:  # stopped since it was inspected: the next look says so
+                state = error.explanation
+                time.sleep(POLL_INTERVAL_S)
+                continue
+            if result.returncode == 124:  # a booting systemd may not answer yet: ask again
+                state = "no answer within 15 s"
                 continue
             state = result.stdout.strip() or result.stderr.strip()
             if state == "running":
                 return
             if state == "degraded":
-                failed = docker("exec", vm.container, "systemctl", "--failed", "--no-legend", "--plain", check=False)
+                failed = execute(container, "systemctl", "--failed", "--no-legend", "--plain")
                 print(f"VM {vm.name} booted degraded; failed units:\n{failed.stdout}", file=sys.stderr)
                 return
             time.sleep(POLL_INTERVAL_S)
@@ -326,44 +341,46 @@ class VmFleet:
         )
 
     def _connected(self, vm: Vm) -> bool:
-        template = "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}"
-        return self.network in docker("inspect", "--format", template, vm.container).stdout.split()
+        networks = docker_client().containers.get(vm.container).attrs["NetworkSettings"]["Networks"]
+        return self.network in networks
 
 
 def network_subnets() -> dict[str, str]:
     """Give each Docker network's name and subnet (the first, for networks with several)."""
-    identifiers = docker("network", "ls", "--quiet").stdout.split()
-    if not identifiers:
-        return {}
-    described = docker("network", "inspect", "--format", "{{.Name}}{{range .IPAM.Config}} {{.Subnet}}{{end}}", *identifiers)
     subnets = {}
-    for line in described.stdout.splitlines():
-        name, *network_subnets_of_it = line.split()
-        if network_subnets_of_it:
-            subnets[name] = network_subnets_of_it[0]
+    for network in docker_client().networks.list():  # the listing holds each network's IPAM
+        pools = (network.attrs.get("IPAM") or {}).get("Config") or []
+        if pools and pools[0].get("Subnet"):
+            subnets[network.name] = pools[0]["Subnet"]
     return subnets
 
 
 def remove_resources(containers: Sequence[str], volumes: Sequence[str], networks: Sequence[str]) -> None:
     """Remove containers (running or not), then volumes, then networks; those already gone are skipped."""
-    for kind, names, command in (
-        ("container", containers, ("rm", "--force", "--volumes")),
-        ("volume", volumes, ("volume", "rm", "--force")),
-        ("network", networks, ("network", "rm")),
-    ):
+    engine = docker_client()
+    removals = (
+        ("container", containers, lambda name: engine.api.remove_container(name, force=True, v=True)),
+        ("volume", volumes, lambda name: engine.api.remove_volume(name, force=True)),
+        ("network", networks, engine.api.remove_network),
+    )
+    for kind, names, remove in removals:
         for name in names:
-            result = docker(*command, name, check=False, timeout=120)
-            if result.returncode != 0 and "no such" not in result.stderr.lower() and "not found" not in result.stderr.lower():
-                raise VmFleetError(f"cannot remove {kind} {name}: {result.stderr.strip()}")
+            try:
+                remove(name)
+            except docker.errors.NotFound:
+                continue
+            except docker.errors.APIError as error:
+                raise VmFleetError(f"cannot remove {kind} {name}: {error.explanation}") from None
 
 
 def destroy_leftovers(prefix: str) -> None:
     """Remove every container, volume and network an earlier fleet of this prefix left behind."""
-    selector = ("--filter", f"label={FLEET_LABEL}={prefix}", "--filter", f"label={LABEL}")
+    engine = docker_client()
+    selector = {"label": [f"{FLEET_LABEL}={prefix}", LABEL]}
     remove_resources(
-        containers=docker("ps", "--all", "--quiet", *selector).stdout.split(),
-        volumes=docker("volume", "ls", "--quiet", *selector).stdout.split(),
-        networks=docker("network", "ls", "--quiet", *selector).stdout.split(),
+        containers=[container.id for container in engine.containers.list(all=True, filters=selector, sparse=True)],
+        volumes=[volume.name for volume in engine.volumes.list(filters=selector)],
+        networks=[network.id for network in engine.networks.list(filters=selector)],
     )
 
 

@@ -1,30 +1,45 @@
 """Where the ops tasks act: the local Compose stack, or the hosts of an Ansible inventory (over SSH with Fabric).
 
-Both give the same few verbs: run a Python script inside the scheduler container, run
-`docker` on a host, name the worker containers and the hosts. The tasks in `tasks.py` are
-written once against these verbs.
+Both give the same verbs (the `Target` protocol): run a Python script inside the scheduler
+container; list, inspect, stop, start and remove a host's containers and read their logs;
+name the worker containers and the hosts. Local does it through the Docker SDK, Fleet with
+the `docker` CLI on each host over SSH. The tasks in `tasks.py` are written once against
+these verbs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import shlex
 import subprocess
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
+import docker.errors
+import requests
 import yaml
+from docker.models.containers import Container
 from fabric import Connection
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = ROOT / "ansible" / "roles"
 LOCAL_HOST = "localhost"
+# Each call to the local Docker engine's API; a command run in a container has a limit of its own.
+ENGINE_TIMEOUT_S = 120
+# The log bundle's listing of a host's skfleet containers: `docker ps --format` on a VM, the same columns locally.
+LISTING_FORMAT = "{{.Names}}\t{{.Status}}\t{{.Image}}"
+
+Result = TypeVar("Result")
 
 
 class OpsError(Exception):
@@ -56,16 +71,73 @@ class WorkerContainer:
     address: str  # the address its Dask processes advertise (the host part of their Dask address)
 
 
+class Target(Protocol):
+    """The verbs every task is written against; Local and Fleet each implement them."""
+
+    @property
+    def name(self) -> str: ...
+
+    def scheduler_container(self) -> tuple[str, str]:
+        """Give the scheduler container's host and name; raise OpsError when it is not running."""
+        ...
+
+    def scheduler_python(self, script: str, *args: str, timeout: float = 120) -> Done:
+        """Give the exit code and output of `python -c SCRIPT ARGS` run in the scheduler container."""
+        ...
+
+    def hosts(self) -> list[str]: ...
+
+    def expected_workers(self) -> int: ...
+
+    def worker_container(self, name: str, workers: dict[str, Any]) -> WorkerContainer: ...
+
+    def worker_names(self, workers: dict[str, Any]) -> dict[str, str]: ...
+
+    def log_containers(self, host: str) -> list[str]:
+        """Give the containers of HOST whose logs the log bundle holds."""
+        ...
+
+    def container_listing(self, host: str) -> str:
+        """Give a line per skfleet container of HOST: name, status, image (tab-separated)."""
+        ...
+
+    def container_log(self, host: str, container: str) -> str:
+        """Give a container's whole log, each line timestamped by Docker (why not, when it cannot be read)."""
+        ...
+
+    def is_running(self, host: str, container: str) -> bool: ...
+
+    def restart_policy(self, host: str, container: str) -> str:
+        """Give the name of a container's restart policy ("" when none was set)."""
+        ...
+
+    def set_restart_policy(self, host: str, container: str, policy: str) -> None: ...
+
+    def stop(self, host: str, container: str) -> None: ...
+
+    def start(self, host: str, container: str) -> None: ...
+
+    def remove(self, host: str, container: str) -> None:
+        """Remove a stopped container."""
+        ...
+
+
 class Local:
-    """The Compose stack of this checkout (`docker compose` from the repository root, honouring .env)."""
+    """The Compose stack of this checkout: `docker compose` from the repository root (honouring .env), the Docker SDK."""
 
     name = "the local Compose stack"
 
     def compose(self, *args: str, capture: bool = True, timeout: float = 600) -> Done:
+        # The SDK has no Compose: the CLI plugin it is.
         return _run(["docker", "compose", *args], capture=capture, timeout=timeout)
 
-    def docker(self, host: str, *args: str, timeout: float = 120) -> Done:
-        return _run(["docker", *args], timeout=timeout)
+    @cached_property
+    def engine(self) -> docker.DockerClient:
+        """Give the client of the local Docker engine (DOCKER_HOST and the like honoured), made once."""
+        try:
+            return docker.from_env(timeout=ENGINE_TIMEOUT_S)
+        except docker.errors.DockerException as error:
+            raise OpsError(f"cannot reach the Docker engine: {error} (is it running? scripts/install-docker.sh)") from None
 
     @cached_property
     def project(self) -> str:
@@ -74,17 +146,23 @@ class Local:
 
     def containers(self, service: str | None = None) -> list[dict[str, str]]:
         """Give the project's containers (running or not) as name, service, state, number and one-off flag."""
-        labels = ["com.docker.compose.service", "com.docker.compose.container-number", "com.docker.compose.oneoff"]
-        template = "\t".join(["{{.Names}}", "{{.State}}", *(f'{{{{.Label "{label}"}}}}' for label in labels)])
         # config-hash: set on the containers Compose creates, never on images. Images Compose built carry
         # its project and service labels, and hand them to any container started from them.
-        project = [f"--filter=label=com.docker.compose.project={self.project}", "--filter=label=com.docker.compose.config-hash"]
-        listing = self.docker(LOCAL_HOST, "ps", "--all", *project, "--format", template).check("docker ps")
+        project = {"label": [f"com.docker.compose.project={self.project}", "com.docker.compose.config-hash"]}
+        # sparse: the listing's own fields (labels, state), without inspecting each container.
+        listing = self._call("docker ps", lambda: self.engine.containers.list(all=True, filters=project, sparse=True))
         found = []
-        for line in listing.stdout.splitlines():
-            name, state, svc, number, oneoff = (line.split("\t") + [""] * 5)[:5]
-            if service is None or svc == service:
-                found.append({"name": name, "state": state, "service": svc, "number": number, "oneoff": oneoff})
+        for container in listing:
+            labels = container.attrs.get("Labels") or {}
+            entry = {
+                "name": _listed_name(container),
+                "state": container.attrs.get("State", ""),
+                "service": labels.get("com.docker.compose.service", ""),
+                "number": labels.get("com.docker.compose.container-number", ""),
+                "oneoff": labels.get("com.docker.compose.oneoff", ""),
+            }
+            if service is None or entry["service"] == service:
+                found.append(entry)
         return found
 
     def scheduler_container(self) -> tuple[str, str]:
@@ -94,8 +172,8 @@ class Local:
         return LOCAL_HOST, running[0]
 
     def scheduler_python(self, script: str, *args: str, timeout: float = 120) -> Done:
-        _, container = self.scheduler_container()
-        return self.docker(LOCAL_HOST, "exec", container, "python", "-c", script, *args, timeout=timeout)
+        _, name = self.scheduler_container()
+        return self._execute(self._container(name), ["python", "-c", script, *args], timeout=timeout)
 
     def hosts(self) -> list[str]:
         return [LOCAL_HOST]
@@ -106,13 +184,12 @@ class Local:
 
     def network_addresses(self) -> dict[str, str]:
         """Give each container on the project's networks by its IP address."""
-        networks = self.docker(
-            LOCAL_HOST, "network", "ls", "--quiet", "--filter", f"label=com.docker.compose.project={self.project}"
-        ).check("docker network ls")
+        project = {"label": f"com.docker.compose.project={self.project}"}
+        # greedy: each network inspected, for its containers (the listing leaves them out).
+        networks = self._call("docker network inspect", lambda: self.engine.networks.list(filters=project, greedy=True))
         addresses = {}
-        for network in networks.stdout.split():
-            inspect = self.docker(LOCAL_HOST, "network", "inspect", "--format", "{{json .Containers}}", network)
-            for entry in json.loads(inspect.check("docker network inspect").stdout or "{}").values():
+        for network in networks:
+            for entry in (network.attrs.get("Containers") or {}).values():
                 addresses[entry["IPv4Address"].split("/")[0]] = entry["Name"]
         return addresses
 
@@ -141,6 +218,77 @@ class Local:
 
     def log_containers(self, host: str) -> list[str]:
         return [c["name"] for c in self.containers()]
+
+    def container_listing(self, host: str) -> str:
+        skfleet = {"name": "^skfleet"}
+        listing = self._call("docker ps", lambda: self.engine.containers.list(all=True, filters=skfleet, sparse=True))
+        return "".join(f"{_listed_name(c)}\t{c.attrs.get('Status', '')}\t{c.attrs.get('Image', '')}\n" for c in listing)
+
+    def container_log(self, host: str, container: str) -> str:
+        try:
+            found = self._container(container)
+            # One stream, stdout and stderr as they came, timestamped as on the VMs (where the two come apart).
+            log = self._call(f"docker logs {container}", lambda: found.logs(timestamps=True))
+        except OpsError as error:  # gone since it was listed: say so in its place, as `docker logs` would
+            return f"{error}\n"
+        return log.decode(errors="replace")
+
+    def is_running(self, host: str, container: str) -> bool:
+        return bool(self._container(container).attrs["State"]["Running"])
+
+    def restart_policy(self, host: str, container: str) -> str:
+        return self._container(container).attrs["HostConfig"]["RestartPolicy"]["Name"]
+
+    def set_restart_policy(self, host: str, container: str, policy: str) -> None:
+        found = self._container(container)
+        self._call(f"docker update --restart={policy} {container}", lambda: found.update(restart_policy={"Name": policy}))
+
+    def stop(self, host: str, container: str) -> None:
+        found = self._container(container)
+        # No timeout given: the container's own stop grace period, as `docker stop` (the SDK waits 10 s more than that).
+        self._call(f"docker stop {container}", found.stop)
+
+    def start(self, host: str, container: str) -> None:
+        found = self._container(container)
+        self._call(f"docker start {container}", found.start)
+
+    def remove(self, host: str, container: str) -> None:
+        found = self._container(container)
+        self._call(f"docker rm {container}", found.remove)
+
+    def _container(self, name: str) -> Container:
+        return self._call(f"docker inspect {name}", lambda: self.engine.containers.get(name))
+
+    def _call(self, what: str, call: Callable[[], Result]) -> Result:
+        """Give CALL's result; raise OpsError naming WHAT when the engine refuses or cannot be reached."""
+        with _engine_errors(what):
+            return call()
+
+    def _execute(self, container: Container, command: list[str], timeout: float) -> Done:
+        """Give the exit code and output of COMMAND run in CONTAINER; raise OpsError after TIMEOUT seconds.
+
+        exec_run waits for the command's output with no limit (the client's timeout bounds the
+        API calls only), so it runs in a thread of its own, left behind when the time is up.
+        """
+        what = shlex.join(["docker", "exec", container.name, *command[:2]])
+        outcome: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+        def execute() -> None:
+            try:
+                with _engine_errors(what):
+                    outcome.put(container.exec_run(command, demux=True))
+            except BaseException as error:  # handed to the caller's thread
+                outcome.put(error)
+
+        threading.Thread(target=execute, name="docker-exec", daemon=True).start()
+        try:
+            result = outcome.get(timeout=timeout)
+        except queue.Empty:
+            raise OpsError(f"`{what} ...` did not finish within {timeout:.0f} s") from None
+        if isinstance(result, BaseException):
+            raise result
+        exit_code, (stdout, stderr) = result
+        return Done(exit_code, (stdout or b"").decode(errors="replace"), (stderr or b"").decode(errors="replace"))
 
 
 @dataclass
@@ -212,7 +360,8 @@ class Fleet:
             raise OpsError(f"cannot run a command on {host} over SSH: {error}") from None
         return Done(result.exited, result.stdout, result.stderr)
 
-    def docker(self, host: str, *args: str, timeout: float = 120) -> Done:
+    def _docker(self, host: str, *args: str, timeout: float = 120) -> Done:
+        """Run the `docker` CLI on HOST (over SSH, with sudo unless the SSH user is root)."""
         return self.shell(host, self.sudo(host) + shlex.join(["docker", *args]), timeout=timeout)
 
     def scheduler_host(self) -> str:
@@ -227,7 +376,7 @@ class Fleet:
 
     def scheduler_python(self, script: str, *args: str, timeout: float = 120) -> Done:
         host, container = self.scheduler_container()
-        return self.docker(host, "exec", container, "python", "-c", script, *args, timeout=timeout)
+        return self._docker(host, "exec", container, "python", "-c", script, *args, timeout=timeout)
 
     def hosts(self) -> list[str]:
         ordered: list[str] = []
@@ -259,8 +408,40 @@ class Fleet:
         return names
 
     def log_containers(self, host: str) -> list[str]:
-        listing = self.docker(host, "ps", "--all", "--filter", "name=^skfleet-", "--format", "{{.Names}}")
+        listing = self._docker(host, "ps", "--all", "--filter", "name=^skfleet-", "--format", "{{.Names}}")
         return listing.check(f"docker ps on {host}").stdout.split()
+
+    def container_listing(self, host: str) -> str:
+        return self._docker(host, "ps", "--all", "--filter", "name=^skfleet", "--format", LISTING_FORMAT).stdout
+
+    def container_log(self, host: str, container: str) -> str:
+        done = self._docker(host, "logs", "--timestamps", container, timeout=300)
+        return done.stdout + done.stderr
+
+    def container_image(self, host: str, container: str) -> str:
+        """Give the image a container was started from, as it was named."""
+        inspect = self._docker(host, "inspect", "--format", "{{.Config.Image}}", container).check("docker inspect")
+        return inspect.stdout.strip()
+
+    def is_running(self, host: str, container: str) -> bool:
+        done = self._docker(host, "inspect", "--format", "{{.State.Running}}", container)
+        return done.check(f"docker inspect {container}").stdout.strip() == "true"
+
+    def restart_policy(self, host: str, container: str) -> str:
+        done = self._docker(host, "inspect", "--format", "{{.HostConfig.RestartPolicy.Name}}", container)
+        return done.check(f"docker inspect {container}").stdout.strip()
+
+    def set_restart_policy(self, host: str, container: str, policy: str) -> None:
+        self._docker(host, "update", f"--restart={policy}", container).check("docker update")
+
+    def stop(self, host: str, container: str) -> None:
+        self._docker(host, "stop", container, timeout=120).check(f"docker stop {container}")
+
+    def start(self, host: str, container: str) -> None:
+        self._docker(host, "start", container).check(f"docker start {container}")
+
+    def remove(self, host: str, container: str) -> None:
+        self._docker(host, "rm", container).check(f"docker rm {container}")
 
     def close(self) -> None:
         for connection in self.connections.values():
@@ -275,6 +456,22 @@ def _run(command: list[str], capture: bool = True, timeout: float = 120, env: di
     except subprocess.TimeoutExpired:
         raise OpsError(f"`{shlex.join(command[:4])} ...` did not finish within {timeout:.0f} s") from None
     return Done(result.returncode, result.stdout or "", result.stderr or "")
+
+
+@contextmanager
+def _engine_errors(what: str) -> Iterator[None]:
+    """Turn the Docker SDK's errors (and a lost connection to the engine) into OpsError naming WHAT."""
+    try:
+        yield
+    except docker.errors.APIError as error:
+        raise OpsError(f"{what} failed: {error.explanation or error}") from None
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+        raise OpsError(f"{what} failed: cannot reach the Docker engine ({error})") from None
+
+
+def _listed_name(container: Container) -> str:
+    """Give the name of a container of a sparse listing (which holds `Names`, not `Name`)."""
+    return container.attrs.get("Names", [""])[0].lstrip("/")
 
 
 def _host(address: str | None) -> str | None:

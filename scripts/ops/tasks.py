@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shlex
@@ -19,11 +20,9 @@ from urllib.parse import urlsplit
 
 from dask.utils import format_bytes, format_time
 
-from scripts.ops.targets import ROOT, Fleet, Local, OpsError, WorkerContainer
+from scripts.ops.targets import ROOT, Fleet, Local, OpsError, Target, WorkerContainer
 from skfleet.cluster import CHECKED_PACKAGES, VersionReport, package_versions
 from skfleet.doctor import WORKER_FIX, table
-
-Target = Local | Fleet
 
 PROBE = (Path(__file__).parent / "probe.py").read_text()
 RETIRE = (ROOT / "ansible" / "roles" / "dask_worker" / "files" / "retire_workers.py").read_text()
@@ -167,18 +166,16 @@ def logs(target: Target, output_dir: Path) -> int:
                 for host in target.hosts():
                     try:
                         containers = target.log_containers(host)
-                        listing = target.docker(
-                            host, "ps", "--all", "--filter", "name=^skfleet", "--format", "{{.Names}}\t{{.Status}}\t{{.Image}}"
-                        )
+                        listing = target.container_listing(host)
                     except OpsError as error:
                         _add(tar, f"{stamp}/{host}/UNREACHABLE.txt", f"{error}\n")
                         print(f"{host}: {error}", file=sys.stderr)
                         continue
-                    _add(tar, f"{stamp}/{host}/containers.txt", listing.stdout)
+                    _add(tar, f"{stamp}/{host}/containers.txt", listing)
                     for container in containers:
-                        done = target.docker(host, "logs", "--timestamps", container, timeout=300)
-                        # stdout and stderr come apart; the timestamps put them back in order.
-                        lines = sorted((done.stdout + done.stderr).splitlines(keepends=True), key=lambda line: line[:35])
+                        log = target.container_log(host, container)
+                        # stdout and stderr come apart over SSH; the timestamps put them back in order.
+                        lines = sorted(log.splitlines(keepends=True), key=lambda line: line[:35])
                         _add(tar, f"{stamp}/{host}/{container}.log", "".join(lines))
                         collected += 1
                 _add(tar, f"{stamp}/status.txt", _status_text(target))
@@ -217,11 +214,6 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float) -> floa
     return time.monotonic() - started
 
 
-def running(target: Target, worker: WorkerContainer) -> bool:
-    done = target.docker(worker.host, "inspect", "--format", "{{.State.Running}}", worker.container)
-    return done.check(f"docker inspect {worker.container}").stdout.strip() == "true"
-
-
 def joined(target: Target, worker: WorkerContainer) -> bool:
     state = cluster_state(target)
     return any(w["host"] == worker.address and w["status"] == "running" for w in state.get("workers", {}).values())
@@ -233,17 +225,17 @@ def stop_gracefully(target: Target, name: str, timeout: float) -> tuple[WorkerCo
     if "error" in state:
         raise OpsError(state["error"])
     worker = target.worker_container(name, state["workers"])
-    policy = target.docker(worker.host, "inspect", "--format", "{{.HostConfig.RestartPolicy.Name}}", worker.container)
-    policy_name = policy.check(f"docker inspect {worker.container}").stdout.strip() or "no"
-    target.docker(worker.host, "update", "--restart=no", worker.container).check("docker update")
+    policy_name = target.restart_policy(worker.host, worker.container) or "no"
+    target.set_restart_policy(worker.host, worker.container, "no")
     try:
         retired = retire(target, state["address"], worker)
         print(f"{worker.container} on {worker.host}: {retired}")
         if retired == "nothing to retire":  # not (or no longer) a worker of this scheduler: just stop it
-            target.docker(worker.host, "stop", worker.container, timeout=120).check(f"docker stop {worker.container}")
-        wait_until(lambda: not running(target, worker), f"{worker.container} to exit", timeout)
+            target.stop(worker.host, worker.container)
+        wait_until(lambda: not target.is_running(worker.host, worker.container), f"{worker.container} to exit", timeout)
     except BaseException:
-        target.docker(worker.host, "update", f"--restart={policy_name}", worker.container)
+        with contextlib.suppress(OpsError):  # the error that brought us here is the one to report
+            target.set_restart_policy(worker.host, worker.container, policy_name)
         raise
     return worker, policy_name
 
@@ -252,8 +244,8 @@ def restart_worker(target: Target, name: str, timeout: float = 300) -> int:
     """Retire worker NAME gracefully (its data moves), start its container again, wait until it has rejoined."""
     started = time.monotonic()
     worker, policy = stop_gracefully(target, name, timeout)
-    target.docker(worker.host, "start", worker.container).check(f"docker start {worker.container}")
-    target.docker(worker.host, "update", f"--restart={policy}", worker.container).check("docker update")
+    target.start(worker.host, worker.container)
+    target.set_restart_policy(worker.host, worker.container, policy)
     wait_until(lambda: joined(target, worker), f"{worker.container} to rejoin the scheduler", timeout)
     print(f"{worker.container} on {worker.host} restarted and rejoined in {time.monotonic() - started:.1f} s")
     return 0
@@ -262,7 +254,7 @@ def restart_worker(target: Target, name: str, timeout: float = 300) -> int:
 def retire_worker(target: Target, name: str, timeout: float = 300) -> int:
     """Retire worker NAME gracefully (its data moves to the other workers), then remove its container."""
     worker, _ = stop_gracefully(target, name, timeout)
-    target.docker(worker.host, "rm", worker.container).check(f"docker rm {worker.container}")
+    target.remove(worker.host, worker.container)
     print(f"{worker.container} on {worker.host} retired and removed")
     if isinstance(target, Fleet):
         print(f"to keep {worker.host} out, move it to group dask_workers_retired (site.yml would start it again)")
@@ -299,10 +291,10 @@ def joined_replicas(target: Local) -> set[str]:
 
 def retire_worker_quietly(target: Local, name: str, timeout: float) -> None:
     worker, _ = stop_gracefully(target, name, timeout)
-    target.docker(worker.host, "rm", worker.container).check(f"docker rm {worker.container}")
+    target.remove(worker.host, worker.container)
 
 
-def tunnel(target: Target, local_port: int, duration: float | None) -> int:
+def tunnel(target: Local | Fleet, local_port: int, duration: float | None) -> int:
     """Forward 127.0.0.1:LOCAL_PORT to the scheduler's dashboard over SSH; print the URL; hold until Ctrl-C."""
     if isinstance(target, Local):
         published = target.compose("port", "scheduler", "8787").check("docker compose port scheduler 8787").stdout.strip()
@@ -364,7 +356,7 @@ def _listening(port: int, timeout: float) -> bool:
     return False
 
 
-def train(target: Target, args: list[str], fetch_dir: Path | None) -> int:
+def train(target: Local | Fleet, args: list[str], fetch_dir: Path | None) -> int:
     """Run the trainer against the cluster, streaming its progress; give its exit code. VMs: fetch the run folder."""
     if isinstance(target, Local):
         return target.compose("run", "--rm", "trainer", *args, capture=False, timeout=24 * 3600).code
@@ -373,8 +365,7 @@ def train(target: Target, args: list[str], fetch_dir: Path | None) -> int:
         raise OpsError(state["error"])
     scheduler_host, scheduler = target.scheduler_container()
     host = (target.group("trainer") or [scheduler_host])[0]
-    inspect = target.docker(scheduler_host, "inspect", "--format", "{{.Config.Image}}", scheduler).check("docker inspect")
-    image = inspect.stdout.strip().replace("/runtime:", "/trainer:")
+    image = target.container_image(scheduler_host, scheduler).replace("/runtime:", "/trainer:")
     output_dir, tls_dir, mount = (
         target.var(host, name) for name in ("trainer_output_dir", "skfleet_tls_dir", "skfleet_tls_mount")
     )
@@ -388,6 +379,7 @@ def train(target: Target, args: list[str], fetch_dir: Path | None) -> int:
         "DASK_SKFLEET__TRAINER__OUTPUT": "/output",
     }
     interactive = sys.stdout.isatty()
+    # `docker run` on the trainer host, over SSH: the VMs' engines are not this machine's.
     command = ["docker", "run", "--rm", "--name", f"skfleet-trainer-{int(time.time())}", "--network", "host"]
     # The container's own /tmp (a tmpfs), as in the trainer role: the image is read-only.
     command += ["--user", f"{uid}:{uid}", "--read-only", "--tmpfs", "/tmp:size=512m", "--workdir", "/tmp"]  # noqa: S108

@@ -3,6 +3,7 @@
 pytest-docker brings the stack up (build, then `up --wait` for healthy scheduler and
 workers) and down; the trainer runs as `docker compose run` against it, as a user would.
 When a test fails, the containers' logs are printed, so a red CI run explains itself.
+Compose is the CLI's; everything else goes to the engine through the Docker SDK.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
+import requests
+
+from tests.vms import docker_client
 
 ROOT = Path(__file__).resolve().parents[2]
 N_WORKERS = 2
@@ -32,7 +37,9 @@ def docker_ready() -> str | None:
     """Give why Docker can't be used, or None when an engine and Compose v2 answer."""
     if shutil.which("docker") is None:
         return "no docker CLI"
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+    try:
+        docker_client().ping()
+    except (docker.errors.DockerException, requests.exceptions.ConnectionError):  # no socket, or nobody answering on it
         return "no running Docker engine"
     if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
         return "no Compose v2 plugin"
@@ -85,21 +92,14 @@ def crash(container: str) -> None:
 
     `docker kill` would count as an operator's stop, and no restart policy would follow.
     """
-    inspect = ["docker", "inspect", "--format", "{{.State.Pid}}", container]
-    os.kill(int(subprocess.run(inspect, capture_output=True, text=True, check=True).stdout), signal.SIGKILL)
+    inspected = docker_client().containers.get(container)  # as of now: a restart gives the init a new PID
+    os.kill(inspected.attrs["State"]["Pid"], signal.SIGKILL)
 
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def docker(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} exited {result.returncode}: {result.stderr}")
-    return result
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,8 @@ def drifted_image(stack: Stack, package: str, version: str, tmp_path: Path) -> s
     """Give a worker image that differs from the stack's in PACKAGE only (at VERSION)."""
     # The wheel (for the image's Python) is fetched on the host: the image build needs no network or CA bundle.
     base = f"skfleet/runtime:{stack.env['SKFLEET_TAG']}"
-    python = docker("run", "--rm", base, "python", "-c", "import sys; print('%d.%d' % sys.version_info[:2])").stdout.strip()
+    ask = "import sys; print('%d.%d' % sys.version_info[:2])"
+    python = docker_client().containers.run(base, ["python", "-c", ask], remove=True).decode().strip()
     platform = ["--python-version", python, "--implementation", "cp", "--only-binary=:all:"]
     platform += [f"--platform={tag}" for tag in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")]
     download = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *platform, "-d", str(tmp_path)]
@@ -233,21 +234,26 @@ def drifted_image(stack: Stack, package: str, version: str, tmp_path: Path) -> s
         "USER 10001:10001\n"
     )
     image = f"skfleet/runtime-drift:{stack.project}-{package}"
-    docker("build", "--quiet", "-t", image, str(tmp_path))
+    docker_client().images.build(path=str(tmp_path), tag=image, rm=True, timeout=600)
     return image
 
 
 @contextlib.contextmanager
 def joined_worker(stack: Stack, image: str, name: str, *worker_args: str) -> Iterator[str]:
     """Run one more worker container (`dask worker` of IMAGE) on the stack's network; give its name; remove it after."""
-    container = f"{stack.project}-{name}"
+    engine = docker_client()
+    container_name = f"{stack.project}-{name}"
     command = ["dask", "worker", "tcp://scheduler:8786", "--nthreads", "1", "--memory-limit", "1GiB", *worker_args]
-    docker("run", "--detach", "--name", container, "--network", f"{stack.project}_default", image, *command)
+    container = engine.containers.run(image, command, detach=True, name=container_name, network=f"{stack.project}_default")
     try:
-        yield container
+        yield container_name
     finally:
-        print(docker("logs", "--tail", "50", container, check=False).stderr)
-        docker("rm", "--force", container, check=False)
+        # Each step on its own: the container may be gone already (a runbook retired it).
+        with contextlib.suppress(docker.errors.APIError):
+            print(container.logs(stdout=False, tail=50).decode(errors="replace"))
+        with contextlib.suppress(docker.errors.APIError):
+            container.remove(force=True)
         if image != f"skfleet/runtime:{stack.env['SKFLEET_TAG']}":
-            docker("rmi", "--force", image, check=False)
+            with contextlib.suppress(docker.errors.APIError):  # in use by another test's container, or gone
+                engine.images.remove(image, force=True)
         time.sleep(2)  # the scheduler drops the worker as its connection closes

@@ -8,6 +8,8 @@ order on one cluster: site.yml twice, then real work, then the playbooks that ch
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import docker.errors
 import pytest
 import yaml
 from cryptography import x509
@@ -36,7 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests import runbooks
 from tests.e2e.conftest import wait_for
-from tests.vms import VmFleet, destroy_leftovers
+from tests.vms import FLEET_LABEL, LABEL_KEY, LABEL_VALUE, VmFleet, destroy_leftovers, docker_client
 
 pytestmark = [
     pytest.mark.docker,
@@ -201,7 +204,8 @@ def playbooks(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
         timings = ", ".join(f"{name} {' / '.join(f'{t:.0f}' for t in times)}" for name, times in cluster.timings.items())
         with request.config.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
             print(f"\nplaybook wall times (s): {timings}")
-        subprocess.run(["docker", "rm", "--force", f"{PREFIX}-registry"], capture_output=True, timeout=60)
+        with contextlib.suppress(docker.errors.NotFound):  # not started, when the fleet did not boot
+            docker_client().containers.get(f"{PREFIX}-registry").remove(force=True)
         fleet.destroy()
 
 
@@ -272,12 +276,11 @@ def test_the_firewall_drops_strangers(playbooks: Playbooks) -> None:
         f"timeout 5 bash -c 'echo > /dev/tcp/{scheduler}/22' && echo ssh-open; "
         f"timeout 5 bash -c 'echo > /dev/tcp/{scheduler}/8786' && echo dask-open; true"
     )
-    stranger = subprocess.run(
-        ["docker", "run", "--rm", "--network", playbooks.fleet.network, "--entrypoint", "bash",
-         playbooks.fleet.image, "-c", probe],
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
-    assert stranger.stdout.split() == ["ssh-open"], stranger.stdout + stranger.stderr
+    # stdout only: bash's "connect: ..." complaints about the closed port go to stderr.
+    stranger = docker_client().containers.run(
+        playbooks.fleet.image, ["-c", probe], entrypoint="bash", network=playbooks.fleet.network, remove=True
+    )
+    assert stranger.decode().split() == ["ssh-open"], stranger.decode()
 
 
 def test_host_tls_files_are_private(playbooks: Playbooks) -> None:
@@ -514,7 +517,7 @@ def worker_started_at(playbooks: Playbooks, vm: str) -> str:
 def derive_image(source: str, target: str) -> None:
     """Tag a new image ID on top of SOURCE: a new version for upgrade.yml, in a second."""
     dockerfile = f"FROM {source}\nLABEL skfleet.test.upgrade={target}\n"
-    subprocess.run(["docker", "build", "--quiet", "-t", target, "-"], input=dockerfile, text=True, check=True, timeout=120)
+    docker_client().images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=target, rm=True, timeout=120)
 
 
 def start_registry(playbooks: Playbooks) -> None:
@@ -529,23 +532,28 @@ def start_registry(playbooks: Playbooks) -> None:
         "http:\\n  addr: :5000\\n' > /etc/docker/registry/open.yml\n"
         'CMD ["/usr/bin/docker-registry", "serve", "/etc/docker/registry/open.yml"]\n'
     )
-    subprocess.run(
-        ["docker", "build", "--quiet", "-t", REGISTRY_IMAGE, "-"], input=dockerfile, text=True, check=True, timeout=600
+    engine = docker_client()
+    engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=REGISTRY_IMAGE, rm=True, timeout=600)
+    network = playbooks.fleet.network
+    engine.containers.run(
+        REGISTRY_IMAGE,
+        detach=True,
+        name=f"{PREFIX}-registry",
+        labels={LABEL_KEY: LABEL_VALUE, FLEET_LABEL: PREFIX},  # destroy_leftovers(PREFIX) clears it
+        network=network,
+        networking_config={network: engine.api.create_endpoint_config(ipv4_address=playbooks.registry.split(":")[0])},
+        ports={"5000/tcp": ("127.0.0.1", REGISTRY_PUSH_PORT)},
     )
-    address = playbooks.registry.split(":")[0]
-    subprocess.run(
-        ["docker", "run", "--detach", "--name", f"{PREFIX}-registry", "--label", "skfleet.test=vms",
-         "--label", f"skfleet.test.fleet={PREFIX}", "--network", playbooks.fleet.network, "--ip", address,
-         "--publish", f"127.0.0.1:{REGISTRY_PUSH_PORT}:5000", REGISTRY_IMAGE],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
 
 
 def push_image(image: str, playbooks: Playbooks) -> None:
     """Push IMAGE to the test registry (through its 127.0.0.1 port, which Docker trusts over HTTP)."""
-    local = f"127.0.0.1:{REGISTRY_PUSH_PORT}/{image}"
-    subprocess.run(["docker", "tag", image, local], check=True, timeout=60)
-    subprocess.run(["docker", "push", "--quiet", local], check=True, capture_output=True, timeout=600)
+    engine = docker_client()
+    repository, tag = f"127.0.0.1:{REGISTRY_PUSH_PORT}/{image}".rsplit(":", 1)
+    engine.images.get(image).tag(repository, tag)
+    # A failed push is a line of the progress stream, not an exception.
+    errors = [line["error"] for line in engine.api.push(repository, tag, stream=True, decode=True) if "error" in line]
+    assert not errors, f"pushing {repository}:{tag}: {errors}"
 
 
 def make_certificate(name: str, issuer: tuple | None, path: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:

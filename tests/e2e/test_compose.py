@@ -13,6 +13,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import docker.errors
 import prometheus_client.parser
 import pytest
 from distributed import Client
@@ -21,6 +22,7 @@ from skfleet.report import RUN_FILES
 from tests import runbooks
 from tests.conftest import asa_frame, write_csv
 from tests.e2e.conftest import N_WORKERS, ROOT, Stack, crash, free_port, stack_environment, wait_for
+from tests.vms import docker_client
 
 pytestmark = [
     pytest.mark.docker,
@@ -121,7 +123,7 @@ def test_containers_are_read_only_without_capabilities(stack: Stack) -> None:
     containers = stack.compose("ps", "--quiet", "scheduler", "worker").stdout.split()
     assert len(containers) == 1 + N_WORKERS
     for container in containers:
-        inspected = json.loads(subprocess.run(["docker", "inspect", container], capture_output=True, check=True).stdout)[0]
+        inspected = docker_client().containers.get(container).attrs
         host = inspected["HostConfig"]
         assert host["ReadonlyRootfs"] is True
         assert host["Privileged"] is False
@@ -130,13 +132,14 @@ def test_containers_are_read_only_without_capabilities(stack: Stack) -> None:
         assert "no-new-privileges:true" in host["SecurityOpt"]
     denied = stack.compose("exec", "-T", "worker", "touch", "/opt/skfleet/x", check=False)
     assert denied.returncode != 0 and "Read-only file system" in denied.stderr
-    # The trainer and the notebook get the same settings, and three capabilities for their
-    # entrypoint alone (docker/as-owner.sh): hand the output folder over, switch user.
+    # The trainer and the notebook get the same settings, and four capabilities for their
+    # entrypoint alone (docker/as-owner.sh): hand the output folder over, switch user, and
+    # let dumb-init (root) pass signals on to that user.
     config = json.loads(stack.compose("--profile", "notebook", "config", "--format", "json").stdout)
     for service in ("trainer", "notebook"):
         settings = config["services"][service]
         assert settings["read_only"] is True and settings["cap_drop"] == ["ALL"], service
-        assert sorted(settings["cap_add"]) == ["CHOWN", "SETGID", "SETUID"], service
+        assert sorted(settings["cap_add"]) == ["CHOWN", "KILL", "SETGID", "SETUID"], service
         assert "no-new-privileges:true" in settings["security_opt"], service
 
 
@@ -159,6 +162,32 @@ def test_the_trainer_never_runs_as_root_and_holds_no_capability(stack: Stack) ->
     # there: an empty /output would be handed to uid 1234.)
     assert as_the_trainer(stack, "id -u", folder="/tmp/absent", SKFLEET_UID="1234").strip() == "1234"
     assert as_the_trainer(stack, "id -u", folder="/tmp/absent", SKFLEET_UID="0").strip() == "10001"
+
+
+def test_worker_containers_have_a_memory_limit_and_dask_acts_below_it(stack: Stack) -> None:
+    """Docker's limit is SKFLEET_WORKER_MEMORY_LIMIT (4 GiB); Dask's is a tenth lower, so Dask pauses and restarts first."""
+    containers = stack.compose("ps", "--quiet", "worker").stdout.split()
+    assert len(containers) == N_WORKERS
+    walls = {docker_client().containers.get(container).attrs["HostConfig"]["Memory"] for container in containers}
+    assert walls == {4 * 2**30}
+    with Client(f"tcp://127.0.0.1:{stack.scheduler_port}", timeout=30) as client:
+        limits = {worker["memory_limit"] for worker in client.scheduler_info(n_workers=-1)["workers"].values()}
+    assert limits == {4 * 2**30 - 4 * 2**30 // 10}
+    # The one setting moves both: a bigger container, a bigger Dask limit (`docker compose config` is Compose's own reading).
+    config = json.loads(stack.compose("config", "--format", "json", "worker").stdout)
+    assert int(config["services"]["worker"]["mem_limit"]) == 4 * 2**30
+    bigger = {**stack.env, "SKFLEET_WORKER_MEMORY_LIMIT": "6GiB"}
+    command = stack.command("config", "--format", "json", "worker")
+    resized = json.loads(subprocess.run(command, env=bigger, cwd=ROOT, capture_output=True, text=True, check=True).stdout)
+    assert int(resized["services"]["worker"]["mem_limit"]) == 6 * 2**30
+
+
+def test_a_worker_container_too_small_for_the_headroom_refuses_to_start(stack: Stack) -> None:
+    image = f"skfleet/runtime:{stack.env['SKFLEET_TAG']}"
+    with pytest.raises(docker.errors.ContainerError) as refused:
+        docker_client().containers.run(image, ["skfleet-worker", "tcp://127.0.0.1:1"], mem_limit="400m", remove=True)
+    assert refused.value.exit_status == 2
+    assert b"leaves no room for a worker: give it more than 512MiB" in refused.value.stderr
 
 
 def primary_address() -> str:
@@ -260,6 +289,35 @@ def test_two_trainers_at_once_get_the_results_each_gets_alone(stack: Stack) -> N
     assert together == alone
 
 
+@pytest.mark.parametrize(("signal_name", "user"), [("SIGINT", "owner"), ("SIGTERM", "owner"), ("SIGINT", "uid 1234")])
+def test_a_signal_to_the_trainer_container_ends_the_run_cleanly(stack: Stack, signal_name: str, user: str) -> None:
+    """Ctrl-C and `docker stop` reach the trainer, another user than dumb-init: exit 130, nothing half-written or left behind."""
+    before = stack.run_folders()
+    # uid 1234 can't write the stack's output folder (root's): it writes in the container's /tmp.
+    as_user = ["--env", "SKFLEET_UID=1234"] if user == "uid 1234" else []
+    output = ["--output", "/tmp/runs"] if as_user else []
+    fits = ["--synthetic-rows", "200000", "--param", "n_estimators=40", "--param", "max_depth=None", *output]
+    command = stack.command("run", "--rm", "--no-deps", *as_user, "trainer", *fits)
+    process = subprocess.Popen(command, cwd=ROOT, env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "grid search:" in line:
+            break
+    labels = [
+        f"com.docker.compose.project={stack.project}",
+        "com.docker.compose.oneoff=True",
+        "com.docker.compose.service=trainer",
+    ]
+    (container,) = docker_client().containers.list(filters={"label": labels})
+    container.kill(signal=signal_name)
+    remaining = process.communicate(timeout=120)[1]
+    assert process.returncode == 130, remaining
+    assert "error: interrupted; no run folder was written" in remaining
+    assert stack.run_folders() == before
+    strangers = [path for path in stack.output_dir.rglob("*") if path.stat().st_uid != stack.uid]
+    assert strangers == [], strangers
+
+
 def test_a_worker_killed_mid_search_changes_nothing(stack: Stack) -> None:
     """SIGKILL the worker that holds the scattered training data while fits run: same results."""
     grid = ["--synthetic-rows", "40000", "--param", "n_estimators=30,60", "--param", "max_depth=8,12"]
@@ -341,11 +399,8 @@ def data_holder(client: Client) -> str | None:
 def worker_container(stack: Stack, address: str) -> str:
     """Give the id of the worker container whose IP is in ADDRESS."""
     for container in stack.compose("ps", "--quiet", "worker").stdout.split():
-        ips = subprocess.run(
-            ["docker", "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", container],
-            capture_output=True, text=True, check=True,
-        ).stdout.split()  # fmt: skip
-        if any(f"//{ip}:" in address for ip in ips):
+        networks = docker_client().containers.get(container).attrs["NetworkSettings"]["Networks"]
+        if any(f"//{network['IPAddress']}:" in address for network in networks.values()):
             return container
     raise AssertionError(f"no worker container has the address {address}")
 
@@ -388,7 +443,8 @@ def test_a_worker_memory_limit_too_small_for_the_fits_is_explained(stack: Stack,
     """Fits that outgrow the workers' memory limit end with the limit and the fix, not a hang."""
     project = f"{stack.project}-small"
     env, _, output_dir, _ = stack_environment(project, tmp_path)
-    env["SKFLEET_WORKER_MEMORY_LIMIT"] = "280MiB"
+    # The container's limit: Dask's is 256 MiB lower (docker/worker.sh), 280 MiB.
+    env["SKFLEET_WORKER_MEMORY_LIMIT"] = "536MiB"
     env["SKFLEET_SCHEDULER_PORT"], env["SKFLEET_DASHBOARD_PORT"] = str(free_port()), str(free_port())
     small = Stack(project, env, stack.data_dir, output_dir, int(env["SKFLEET_SCHEDULER_PORT"]), 0, stack.uid)
     try:
@@ -411,6 +467,7 @@ def test_a_worker_memory_limit_too_small_for_the_fits_is_explained(stack: Stack,
         (confirm,) = runbooks.run("oom.md#confirm", env)
         assert re.search(r"Pausing worker|exceeded 95% memory budget", confirm.stdout), confirm.stdout
         (fixed,) = runbooks.run("oom.md#fix", env)
-        assert "/ 2.00 GiB" in fixed.stdout and fixed.stdout.rstrip().endswith("healthy"), fixed.stdout
+        # 2 GiB containers: Dask's limit is 1.75 GiB.
+        assert "/ 1.75 GiB" in fixed.stdout and fixed.stdout.rstrip().endswith("healthy"), fixed.stdout
     finally:
         small.compose("down", "--volumes", "--timeout", "5", check=False)

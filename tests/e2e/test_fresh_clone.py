@@ -10,6 +10,7 @@ small grid, and the offline base image where no registry answers. The run folder
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import json
 import os
@@ -21,10 +22,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker.errors
 import pytest
 
 from skfleet.report import RUN_FILES
 from tests.e2e.conftest import N_WORKERS, ROOT, free_port
+from tests.vms import docker_client
 
 pytestmark = pytest.mark.docker
 
@@ -119,7 +122,8 @@ def newcomer(request: pytest.FixtureRequest) -> Iterator[Newcomer]:
     finally:
         user.run(DOWN, timeout=120)
         for image in ("runtime", "trainer"):
-            subprocess.run(["docker", "image", "rm", f"skfleet/{image}:fresh"], capture_output=True, check=False)
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                docker_client().images.remove(f"skfleet/{image}:fresh")
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -7,7 +7,6 @@ import json
 import re
 import shutil
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +16,7 @@ import pytest
 from distributed import Client
 
 from tests.e2e.conftest import ROOT, Stack, free_port
+from tests.vms import docker_client
 
 pytestmark = pytest.mark.docker
 
@@ -71,10 +71,7 @@ def test_notebook_listens_on_loopback_only(notebook: Notebook) -> None:
     assert published == f"127.0.0.1:{notebook.port}"
     # The host's address on the stack's own network: a local interface that isn't loopback.
     network = json.loads(notebook.stack.compose("ps", "--format", "json", "scheduler").stdout.splitlines()[0])["Networks"]
-    inspected = json.loads(
-        subprocess.run(["docker", "network", "inspect", network], capture_output=True, text=True, check=True).stdout
-    )
-    gateway = inspected[0]["IPAM"]["Config"][0]["Gateway"]
+    gateway = docker_client().networks.get(network).attrs["IPAM"]["Config"][0]["Gateway"]
     with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
         probe.settimeout(5)
         probe.connect((gateway, notebook.port))

@@ -20,9 +20,12 @@ import pytest
 from distributed import Client
 
 from tests import runbooks
-from tests.e2e.conftest import N_WORKERS, ROOT, Stack, docker, drifted_image, joined_worker, wait_for
+from tests.e2e.conftest import N_WORKERS, ROOT, Stack, drifted_image, joined_worker, wait_for
+from tests.vms import docker_client
 
 pytestmark = pytest.mark.docker
+# Dask's limit in the default 4 GiB worker container: a tenth lower (docker/worker.sh).
+DASK_MEMORY_LIMIT = 4 * 2**30 - 4 * 2**30 // 10
 
 
 def ops(stack: Stack, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -57,8 +60,14 @@ def held_on(client: Client, container_address: str) -> tuple[object, bytes]:
     return future, future.result(timeout=60)
 
 
+def inspect(name: str) -> dict:
+    """Give `docker inspect NAME`, as of now."""
+    return docker_client().containers.get(name).attrs
+
+
 def container_ip(name: str) -> str:
-    return docker("inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name).stdout.strip()
+    (network,) = inspect(name)["NetworkSettings"]["Networks"].values()  # the stack's one network
+    return network["IPAddress"]
 
 
 def test_status_reports_a_healthy_stack(stack: Stack) -> None:
@@ -71,17 +80,17 @@ def test_status_reports_a_healthy_stack(stack: Stack) -> None:
     state = json.loads(ops(stack, "status", "--json").stdout)
     assert state["healthy"] is True and state["problems"] == []
     assert len(state["workers"]) == N_WORKERS
-    assert all(worker["memory"] > 0 and worker["memory_limit"] == 4 * 2**30 for worker in state["workers"].values())
+    assert all(worker["memory"] > 0 and worker["memory_limit"] == DASK_MEMORY_LIMIT for worker in state["workers"].values())
     assert state["versions"]["scheduler"]["scikit-learn"] == importlib.metadata.version("scikit-learn")  # .venv: the same lock
 
 
 def test_status_exits_1_while_a_worker_is_down_and_wait_sees_it_back(stack: Stack, whole_again: None) -> None:
     stopped = worker_names(stack)[0]
-    docker("stop", stopped)
+    docker_client().containers.get(stopped).stop()
     result = ops(stack, "status")
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"{N_WORKERS - 1} of {N_WORKERS} workers joined the scheduler" in result.stdout
-    docker("start", stopped)
+    docker_client().containers.get(stopped).start()
     assert ops(stack, "status", "--wait", "120").returncode == 0
 
 
@@ -111,13 +120,13 @@ def test_retire_worker_moves_its_data_and_removes_it_and_scale_brings_it_back(
 
 def test_restart_worker_by_number_keeps_its_data_and_it_rejoins(stack: Stack, client: Client) -> None:
     name = worker_names(stack)[0]
-    started = docker("inspect", "--format", "{{.State.StartedAt}}", name).stdout
+    started = inspect(name)["State"]["StartedAt"]
     future, payload = held_on(client, container_ip(name))
     result = ops(stack, "restart-worker", name.rsplit("-", 1)[1])
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{name} on localhost restarted and rejoined in" in result.stdout
-    assert docker("inspect", "--format", "{{.State.StartedAt}}", name).stdout > started
-    assert docker("inspect", "--format", "{{.HostConfig.RestartPolicy.Name}}", name).stdout.strip() == "unless-stopped"
+    assert inspect(name)["State"]["StartedAt"] > started
+    assert inspect(name)["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
     assert future.result(timeout=60) == payload
     assert len(client.scheduler_info()["workers"]) == N_WORKERS
 
