@@ -16,6 +16,7 @@ from pathlib import Path
 import docker.errors
 import prometheus_client.parser
 import pytest
+import yaml
 from distributed import Client
 
 from skfleet.report import RUN_FILES
@@ -162,6 +163,19 @@ def test_the_trainer_never_runs_as_root_and_holds_no_capability(stack: Stack) ->
     # there: an empty /output would be handed to uid 1234.)
     assert as_the_trainer(stack, "id -u", folder="/tmp/absent", SKFLEET_UID="1234").strip() == "1234"
     assert as_the_trainer(stack, "id -u", folder="/tmp/absent", SKFLEET_UID="0").strip() == "10001"
+
+
+def test_scheduler_and_workers_read_the_one_dask_yaml_of_the_images(stack: Stack) -> None:
+    """docker/dask.yaml is baked into /etc/dask, a folder Dask reads by itself: no DASK_ variable repeats it."""
+    baked = yaml.safe_load((ROOT / "docker" / "dask.yaml").read_text())
+    script = "import dask.config, json; print(json.dumps(dask.config.collect_yaml(dask.config.paths)))"
+    for service in ("scheduler", "worker"):
+        found = json.loads(stack.compose("exec", "-T", service, "python", "-c", script).stdout)
+        assert baked in found, service
+    config = json.loads(stack.compose("config", "--format", "json").stdout)
+    for service in ("scheduler", "worker"):
+        repeated = [name for name in config["services"][service].get("environment", {}) if name.startswith("DASK_DISTRIBUTED__")]
+        assert repeated == [], (service, repeated)
 
 
 def test_worker_containers_have_a_memory_limit_and_dask_acts_below_it(stack: Stack) -> None:
