@@ -168,7 +168,7 @@ def test_the_trainer_never_runs_as_root_and_holds_no_capability(stack: Stack) ->
 def test_scheduler_and_workers_read_the_one_dask_yaml_of_the_images(stack: Stack) -> None:
     """docker/dask.yaml is baked into /etc/dask, a folder Dask reads by itself: no DASK_ variable repeats it."""
     baked = yaml.safe_load((ROOT / "docker" / "dask.yaml").read_text())
-    script = "import dask.config, json; print(json.dumps(dask.config.collect_yaml(dask.config.paths)))"
+    script = "import dask.config, json; print(json.dumps(list(dask.config.collect_yaml(dask.config.paths))))"
     for service in ("scheduler", "worker"):
         found = json.loads(stack.compose("exec", "-T", service, "python", "-c", script).stdout)
         assert baked in found, service
