@@ -1,0 +1,181 @@
+"""ForestGridSearchCV against GridSearchCV: equal scores, ranks, best candidate and refitted model, fewer trees."""
+
+from __future__ import annotations
+
+import logging
+
+import joblib
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+from sklearn.base import clone
+from sklearn.datasets import make_classification, make_regression
+from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier, RandomForestRegressor
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from skfleet import model
+from skfleet.forest_search import ForestGridSearchCV
+
+
+def binary() -> tuple[np.ndarray, np.ndarray]:
+    return make_classification(n_samples=240, n_features=8, n_informative=4, random_state=0)
+
+
+def three_classes() -> tuple[np.ndarray, np.ndarray]:
+    return make_classification(n_samples=300, n_features=8, n_informative=5, n_classes=3, random_state=1)
+
+
+def assert_same_search(ours: ForestGridSearchCV, theirs: GridSearchCV, X: np.ndarray) -> None:
+    """Every cv_results_ column equal (timings aside), the same best candidate and the same refitted predictions."""
+    assert list(ours.cv_results_) == list(theirs.cv_results_)
+    for key, expected in theirs.cv_results_.items():
+        found = ours.cv_results_[key]
+        assert len(found) == len(expected), key
+        if key.endswith("_time"):
+            continue
+        if key.startswith("param") or key == "params":
+            assert list(found) == list(expected), key
+            continue
+        np.testing.assert_array_equal(np.asarray(found), np.asarray(expected), err_msg=key)
+    for attribute in ("best_index_", "best_params_", "best_score_", "n_splits_", "multimetric_", "refit_time_"):
+        assert hasattr(ours, attribute) == hasattr(theirs, attribute), attribute
+        if hasattr(theirs, attribute) and attribute != "refit_time_":
+            assert getattr(ours, attribute) == getattr(theirs, attribute), attribute
+    if theirs.refit:
+        predict = "predict_proba" if hasattr(theirs, "predict_proba") else "predict"
+        np.testing.assert_array_equal(getattr(ours, predict)(X), getattr(theirs, predict)(X))
+
+
+def both(estimator, param_grid, X, y, **settings) -> tuple[ForestGridSearchCV, GridSearchCV]:
+    ours = ForestGridSearchCV(estimator, param_grid, **settings).fit(X, y)
+    theirs = GridSearchCV(estimator, param_grid, **settings).fit(X, y)
+    return ours, theirs
+
+
+CASES = {
+    "random forest in a pipeline, accuracy": (
+        Pipeline([("scale", StandardScaler()), ("classifier", RandomForestClassifier(random_state=3))]),
+        {"classifier__n_estimators": [2, 4, 6, 8, 10], "classifier__max_depth": [2, 4, None]},
+        binary,
+        {"scoring": "accuracy", "cv": 3},
+    ),
+    "extra trees, roc_auc, train scores": (
+        ExtraTreesClassifier(random_state=7),
+        {"n_estimators": [1, 3, 5], "max_features": [0.5, "sqrt"]},
+        binary,
+        {"scoring": "roc_auc", "cv": 4, "return_train_score": True},
+    ),
+    "three classes, log loss, bootstrap samples": (
+        RandomForestClassifier(random_state=11, max_samples=0.7, class_weight="balanced_subsample"),
+        {"n_estimators": [3, 9, 6], "min_samples_leaf": [1, 5]},
+        three_classes,
+        {"scoring": "neg_log_loss", "cv": 3},
+    ),
+    "three classes, two metrics, refit on f1": (
+        Pipeline([("classifier", ExtraTreesClassifier(random_state=5, bootstrap=True))]),
+        {"classifier__n_estimators": [2, 5, 7], "classifier__max_depth": [3, None]},
+        three_classes,
+        {"scoring": ["accuracy", "f1_macro"], "refit": "f1_macro", "cv": 3, "return_train_score": True},
+    ),
+    "a list of grids, a metric dict, no refit": (
+        RandomForestClassifier(random_state=2),
+        [{"n_estimators": [2, 6], "max_depth": [3]}, {"n_estimators": [4, 8, 1], "criterion": ["entropy"]}],
+        binary,
+        {"scoring": {"acc": "accuracy", "auc": "roc_auc"}, "refit": False, "cv": 3},
+    ),
+    "a regressor, r2": (
+        RandomForestRegressor(random_state=4),
+        {"n_estimators": [2, 4, 8], "max_depth": [3, None]},
+        lambda: make_regression(n_samples=200, n_features=6, noise=5.0, random_state=0),
+        {"scoring": "r2", "cv": 3},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_shared_search_equals_grid_search(case: str) -> None:
+    estimator, param_grid, data, settings = CASES[case]
+    X, y = data()
+    ours, theirs = both(estimator, param_grid, X, y, **settings)
+    assert_same_search(ours, theirs, X)
+    shared = ours.shared_trees_
+    assert shared.fallback is None and shared.fits == len(ours.cv_results_["params"]) * ours.n_splits_
+    assert shared.forest_fits < shared.fits and shared.trees_built < shared.trees_per_candidate
+
+
+def test_the_seed_grid_builds_a_third_of_the_trees_and_the_fit_times_add_up() -> None:
+    X, y = binary()
+    grid = {"n_estimators": [2, 4, 6, 8, 10], "max_depth": [2, 4, 6, 8, 10]}
+    search = ForestGridSearchCV(RandomForestClassifier(random_state=10), grid, cv=3).fit(X, y)
+    shared = search.shared_trees_
+    assert (shared.fits, shared.forest_fits, shared.trees_built, shared.trees_per_candidate) == (75, 15, 150, 450)
+    assert shared.describe() == "75 fits answered by 15 forest fits (150 of 450 trees)"
+    # Shared out in proportion to trees: a 2-tree candidate is charged a fifth of the 10-tree one.
+    mean = search.cv_results_["mean_fit_time"].reshape(5, 5)  # max_depth major, n_estimators minor
+    np.testing.assert_allclose(mean[:, 0] * 5, mean[:, 4])
+
+
+def test_the_trainer_pipeline_on_flights_equals_grid_search(asa_csv) -> None:
+    from skfleet import data
+
+    frame = data.load(asa_csv).frame
+    X, y = model.feature_matrix(frame)
+    pipeline = model.build_pipeline(random_state=10)
+    grid = {"classifier__n_estimators": [2, 4, 6], "classifier__max_depth": [2, 6]}
+    ours, theirs = both(pipeline, grid, X, y, cv=3)
+    assert_same_search(ours, theirs, X)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "reason"),
+    [
+        (RandomForestClassifier(), "no integer random_state"),
+        (RandomForestClassifier(random_state=1, oob_score=True), "oob_score"),
+        (RandomForestClassifier(random_state=1, warm_start=True), "warm_start"),
+    ],
+)
+def test_settings_that_break_the_shared_trees_fall_back_to_one_fit_per_candidate(estimator, reason, caplog) -> None:
+    X, y = binary()
+    grid = {"n_estimators": [2, 4], "max_depth": [2, 3]}
+    with caplog.at_level(logging.INFO, logger="skfleet.forest_search"):
+        ours = ForestGridSearchCV(estimator, grid, cv=3).fit(X, y)
+    assert reason in ours.shared_trees_.fallback
+    assert reason in caplog.text
+    assert ours.shared_trees_.forest_fits == ours.shared_trees_.fits == 12
+    if estimator.random_state is not None:
+        assert_same_search(ours, GridSearchCV(estimator, grid, cv=3).fit(X, y), X)
+
+
+def test_a_callable_scorer_falls_back_and_still_equals_grid_search() -> None:
+    X, y = binary()
+
+    def accuracy(estimator, X_test, y_test) -> float:
+        return float((estimator.predict(X_test) == y_test).mean())
+
+    estimator, grid = RandomForestClassifier(random_state=1), {"n_estimators": [2, 4]}
+    ours, theirs = both(estimator, grid, X, y, scoring=accuracy, cv=3)
+    assert "callable scoring" in ours.shared_trees_.fallback
+    assert_same_search(ours, theirs, X)
+
+
+def test_it_is_a_scikit_learn_estimator_like_grid_search() -> None:
+    search = ForestGridSearchCV(RandomForestClassifier(random_state=1), {"n_estimators": [1, 2]}, cv=3, n_jobs=1)
+    copy = clone(search)
+    assert copy.get_params(deep=False).keys() == GridSearchCV(RandomForestClassifier(), {}).get_params(deep=False).keys()
+    assert copy.set_params(cv=4).cv == 4
+    with pytest.raises(ValueError, match="cv"):
+        ForestGridSearchCV(RandomForestClassifier(random_state=1), {"n_estimators": [1, 2]}, cv="three").fit(*binary())
+
+
+@pytest.mark.cluster
+def test_under_joblibs_dask_backend_the_forests_are_cluster_tasks() -> None:
+    X, y = binary()
+    grid = {"n_estimators": [2, 4, 6], "max_depth": [2, None]}
+    estimator = RandomForestClassifier(random_state=3)
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None)
+    with cluster, Client(cluster), joblib.parallel_backend("dask"):
+        ours = ForestGridSearchCV(estimator, grid, cv=3, n_jobs=-1).fit(X, y)
+    assert_same_search(ours, GridSearchCV(estimator, grid, cv=3).fit(X, y), X)
+    assert ours.shared_trees_.forest_fits == 6
