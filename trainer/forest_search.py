@@ -81,7 +81,7 @@ class ForestGridSearchCV(GridSearchCV):
             log.info("fitting every candidate on its own: %s", reason)
             super().fit(X, y, **params)
             n_fits = len(candidates) * self.n_splits_
-            trees = sum(_size(self.estimator, candidate) for candidate in candidates) * self.n_splits_
+            trees = sum(_trees(self.estimator, candidate) for candidate in candidates) * self.n_splits_
             self.shared_trees_ = SharedTrees(n_fits, n_fits, trees, trees, reason)
             return self
         return self._fit_shared(candidates, X, y, **params)
@@ -90,7 +90,7 @@ class ForestGridSearchCV(GridSearchCV):
         """Give why the forests can't be shared (a phrase), or None when they can."""
         if callable(self.scoring):
             return "a callable scoring may look at more of the fitted estimator than its predictions"
-        size_keys = {key for candidate in candidates for key in candidate if key.split("__")[-1] == SIZE}
+        size_keys = {key for candidate in candidates for key in candidate if _is_size(key)}
         if len(size_keys) != 1:
             return f"the grid varies {len(size_keys)} n_estimators parameters, not one"
         (size_key,) = size_keys
@@ -121,7 +121,7 @@ class ForestGridSearchCV(GridSearchCV):
         if len(splits) != self.n_splits_:
             raise ValueError(f"cv.split and cv.get_n_splits return inconsistent results: {len(splits)} and {self.n_splits_}")
         base_estimator = clone(self.estimator)
-        size_key = next(key for key in candidates[0] if key.split("__")[-1] == SIZE)
+        size_key = next(key for key in candidates[0] if _is_size(key))
         groups = _groups(candidates, size_key)
         if self.verbose > 0:
             print(
@@ -157,7 +157,7 @@ class ForestGridSearchCV(GridSearchCV):
         self._select_and_refit(results, refit_metric, base_estimator, X, y, routed.estimator.fit)
         self.scorer_ = getattr(scorers, "_scorers", scorers)
         self.cv_results_ = results
-        sizes = [candidates[i][size_key] for i in range(len(candidates))]
+        sizes = [candidate[size_key] for candidate in candidates]
         self.shared_trees_ = SharedTrees(
             fits=len(candidates) * self.n_splits_,
             forest_fits=len(tasks),
@@ -288,10 +288,18 @@ def _with_trees(fitted: BaseEstimator, path: list[str], size: int) -> BaseEstima
     return pipeline
 
 
-def _size(estimator: BaseEstimator, candidate: dict[str, Any]) -> int:
-    """Give the trees one fit of CANDIDATE builds (0 for an estimator that is not a forest)."""
-    key = next((key for key in candidate if key.split("__")[-1] == SIZE), None)
+def _is_size(key: str) -> bool:
+    """Say whether the grid key KEY sets an ensemble's size (`n_estimators`, `classifier__n_estimators`)."""
+    return key.split("__")[-1] == SIZE
+
+
+def _trees(estimator: BaseEstimator, candidate: dict[str, Any]) -> int:
+    """Give the trees one fit of CANDIDATE builds: its n_estimators, else its forest's default (0 without a forest)."""
+    key = next((key for key in candidate if _is_size(key)), None)
     if key is not None:
         return int(candidate[key])
-    forest = next((step for step in getattr(estimator, "named_steps", {}).values() if type(step) in FORESTS), estimator)
-    return int(forest.get_params().get(SIZE, 0)) if type(forest) in FORESTS else 0
+    configured = clone(estimator).set_params(**candidate)
+    sizes = [
+        value for key, value in configured.get_params(deep=True).items() if _is_size(key) and _forest(configured, key) is not None
+    ]
+    return int(sizes[0]) if sizes else 0
