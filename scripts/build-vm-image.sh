@@ -4,7 +4,7 @@
 # The Ansible tests boot a few of these on one machine (tests/vms.py) and provision
 # them over SSH as if they were real VMs: systemd as PID 1, sshd with host keys made at
 # first boot, a sudo user `ops`, apt pointing at the mirror, and no Docker engine (the
-# role installs it). See /work/shared/VM_TEST_HOSTS.md for what works and why.
+# role installs it). tests/vms.py says how they are run, and why that way.
 # Idempotent: does nothing when the tag exists and was built by this very script (its
 # sha256 is a label of the image), so editing the script rebuilds; --force always does.
 set -euo pipefail

@@ -2,7 +2,7 @@
 
 Each VM is a container of the image scripts/build-vm-image.sh makes (systemd as PID 1,
 sshd, sudo user `ops`), with a fixed address on a bridge network of its own, run the way
-/work/shared/VM_TEST_HOSTS.md found to work on Docker 20.10 with cgroup v1: not
+that was found to work on Docker 20.10 with cgroup v1: not
 privileged, every capability but three, no seccomp filter, a private cgroup namespace,
 and /var/lib/docker on a volume so a nested engine gets overlay2.
 

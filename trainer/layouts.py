@@ -1,6 +1,6 @@
 """Input layouts: how each airline data source maps onto the canonical ASA schema.
 
-The canonical schema and the mappings are those of `shared/AIRLINE_DATA.md`. A layout
+The canonical schema is the ASA 2009 Data Expo's (its 29 columns); the mappings are below. A layout
 names, for each canonical column the trainer needs, the source column that holds it,
 so a loader can read only those columns from a 29-column, 7-million-row file.
 """

@@ -1,6 +1,6 @@
 """Deterministic synthetic flights in the canonical ASA schema, with a planted signal.
 
-The generator of `shared/AIRLINE_DATA.md`: the same `(n_rows, seed)` always gives the
+The project's synthetic-data generator: the same `(n_rows, seed)` always gives the
 same frame, so tests can tell a working pipeline (beats the majority baseline) from a
 broken one (shuffled labels do not), and benchmarks can scale rows freely.
 """
