@@ -84,10 +84,13 @@ def clone_for(name: str, uid: int, gid: int, home: Path) -> Newcomer:
     os.chown(home, uid, gid)
     clone = home / "skfleet"
     as_user = {} if uid == os.getuid() else {"user": uid, "group": gid}
-    # This checkout belongs to another user than the newcomer: git wants to be told it is trusted.
-    (home / ".gitconfig").write_text("[safe]\n\tdirectory = *\n")
+    # The newcomer may not be able to read this checkout (CI's may sit in a 0700 folder), nor would
+    # git trust another user's: they clone a bundle of its commit, as from a server.
+    bundle = home.parent / "skfleet.bundle"
+    subprocess.run(["git", "-c", "safe.directory=*", "bundle", "create", "--quiet", str(bundle), "HEAD"], cwd=ROOT, check=True)
+    bundle.chmod(0o644)
     subprocess.run(
-        ["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)],
+        ["git", "clone", "--quiet", str(bundle), str(clone)],
         env={"HOME": str(home), "PATH": os.environ["PATH"]},
         check=True,
         capture_output=True,
