@@ -9,7 +9,6 @@ import argparse
 import logging
 import math
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from skfleet import __version__, data, model
 from skfleet.config import HALVING_FACTOR, SEARCHES, SearchConfig, check, load_search_config, parse_param_option
 from skfleet.dask_config import trainer_settings, variable
 from skfleet.errors import InputError, TrainerError
+from skfleet.interrupts import Interrupts
 
 log = logging.getLogger("skfleet")
 
@@ -312,9 +312,9 @@ def _train_command(arguments: list[str]) -> int:
     log.handlers[:] = [handler]
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
     log.propagate = False
-    # `docker stop` sends SIGTERM: unwind like Ctrl-C, so a half-written run folder is removed.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    return train(args)
+    # Ctrl-C, and `docker stop`'s SIGTERM, unwind the run, so a half-written run folder is removed.
+    with Interrupts():
+        return train(args)
 
 
 def _exit_code(command: Callable[[], int]) -> int:
@@ -326,7 +326,3 @@ def _exit_code(command: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; no run folder was written", file=sys.stderr)
         return 130
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
