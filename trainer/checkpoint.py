@@ -1,10 +1,12 @@
 """Checkpoints of finished fits: a rerun after a lost cluster does not redo them.
 
-Every (candidate, fold) result is appended to a JSON Lines file as it arrives on the
-client. Its key is a digest of everything the fit depends on: the training data, the
-unfitted estimator (scikit-learn's version included), the candidate's parameters, the
-fold's row indices and the scorer. A later search reuses a result only when all of those
-match, so a changed file, grid value, seed or library version means the fit runs again.
+Every finished task's result is appended to a JSON Lines file as it arrives on the client:
+one (candidate, fold) fit of GridSearchCV, or one forest of ForestGridSearchCV with the
+results of every candidate it answers on its fold. Its key is a digest of everything the
+task depends on: the training data, the unfitted estimator (scikit-learn's version
+included), the candidates' parameters, the fold's row indices and the scorer. A later
+search reuses a result only when all of those match, so a changed file, grid value, seed
+or library version means the fit runs again.
 
 The file lives beside the run folders (`OUTPUT/.checkpoints/`) and is removed once a run
 that used it has been written: the run folder is then the record.
@@ -26,8 +28,8 @@ import numpy as np
 FOLDER = ".checkpoints"
 # _fit_and_score's arguments that report progress or wire callbacks; they do not change the result.
 IGNORED_ARGUMENTS = frozenset({"split_progress", "candidate_progress", "verbose", "caller", "callback_ctx"})
-# The arguments that make a joblib task one fit of a search.
-FIT_ARGUMENTS = frozenset({"train", "test", "parameters"})
+# The joblib tasks of a search: GridSearchCV's one fit, ForestGridSearchCV's one forest per group of candidates.
+FIT_FUNCTIONS = {"_fit_and_score": "parameters", "_fit_group": "members"}
 
 log = logging.getLogger(__name__)
 
@@ -53,40 +55,47 @@ class FitCheckpoint:
         self.available = len(self._results)
 
     def key(self, function: Any, args: tuple, kwargs: Mapping[str, Any]) -> str | None:
-        """Give the key of a joblib task that is one fit of a search, or None for any other task."""
-        if getattr(getattr(function, "function", function), "__name__", "") != "_fit_and_score":
-            return None
-        if not set(kwargs) >= FIT_ARGUMENTS or len(args) != 3:
+        """Give the key of a joblib task that fits for a search, or None for any other task."""
+        candidates = FIT_FUNCTIONS.get(getattr(getattr(function, "function", function), "__name__", ""))
+        if candidates is None or not set(kwargs) >= {"train", "test", candidates} or len(args) != 3:
             return None
         estimator, X, y = args  # noqa: N806
         settings = {name: value for name, value in kwargs.items() if name not in IGNORED_ARGUMENTS}
         return joblib.hash((self._digest(X), self._digest(y), joblib.hash(estimator), settings))
 
-    def get(self, key: str | None, kwargs: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Give the stored result of the fit KEY as _fit_and_score returns it, or None when it must run."""
+    def get(self, key: str | None, kwargs: Mapping[str, Any]) -> dict[str, Any] | list[dict[str, Any]] | None:
+        """Give the stored result of the task KEY as it returned it, or None when it must run.
+
+        A fit's result is a dict (_fit_and_score's); a shared forest's, a list of one per candidate.
+        """
         if key is None:
             return None
         with self._lock:
             stored = self._results.get(key)
             if stored is None:
                 return None
-            self.reused += 1
-            self.reused_seconds += stored.get("fit_time", 0.0) + stored.get("score_time", 0.0)
+            fits = stored if isinstance(stored, list) else [stored]
+            self.reused += len(fits)
+            self.reused_seconds += sum(fit.get("fit_time", 0.0) + fit.get("score_time", 0.0) for fit in fits)
+        if isinstance(stored, list):
+            return [dict(fit) for fit in stored]
         result = dict(stored)
         if kwargs.get("return_parameters"):
             result["parameters"] = kwargs["parameters"]
         return result
 
     def put(self, key: str | None, result: Any) -> None:
-        """Append a finished fit's result (failed fits are not kept).
+        """Append a finished task's result (a task with a failed fit is not kept).
 
         Runs in the client's event loop: a checkpoint that can't be written is reported once
         and given up, never raised, so the search itself goes on.
         """
-        if key is None or self._broken or not isinstance(result, dict) or result.get("fit_error") is not None:
+        fits = result if isinstance(result, list) else [result]
+        if key is None or self._broken or not fits or not all(_succeeded(fit) for fit in fits):
             return
         try:
-            stored = {name: value for name, value in result.items() if name not in ("parameters", "estimator")}
+            kept = [{name: value for name, value in fit.items() if name not in ("parameters", "estimator")} for fit in fits]
+            stored = kept if isinstance(result, list) else kept[0]
             line = json.dumps({"key": key, "result": stored}, default=_numpy_scalar) + "\n"
             with self._lock:
                 self._results[key] = stored
@@ -111,9 +120,14 @@ class FitCheckpoint:
         return cached[1]
 
 
-def _read(path: Path) -> dict[str, dict[str, Any]]:
-    """Give the results in PATH by key; a line cut short by a crash is skipped."""
-    results: dict[str, dict[str, Any]] = {}
+def _succeeded(fit: Any) -> bool:
+    """Say whether FIT is the result of a fit that did not fail."""
+    return isinstance(fit, dict) and fit.get("fit_error") is None
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """Give the results in PATH by key: a dict per fit, a list per shared forest; a line cut short by a crash is skipped."""
+    results: dict[str, Any] = {}
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -124,7 +138,8 @@ def _read(path: Path) -> dict[str, dict[str, Any]]:
     for line in lines:
         try:
             entry = json.loads(line)
-            results[str(entry["key"])] = dict(entry["result"])
+            stored = entry["result"]
+            results[str(entry["key"])] = [dict(fit) for fit in stored] if isinstance(stored, list) else dict(stored)
         except (ValueError, KeyError, TypeError):
             continue
     return results

@@ -93,6 +93,14 @@ def parser() -> argparse.ArgumentParser:
         metavar="FACTOR",
         help=f"--search halving's FACTOR, at least 2 (default {HALVING_FACTOR})",
     )
+    grid.add_argument(
+        "--shared-trees",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--search grid: one forest per fold answers every n_estimators of the grid, with GridSearchCV's "
+        "scores exactly; --no-shared-trees fits every candidate on its own (default "
+        f"{'on' if settings.shared_trees else 'off'}; {variable('shared-trees')})",
+    )
     grid.add_argument("--cv", type=int, help=f"cross-validation folds (default {search_defaults.cv}, or the grid file's)")
     grid.add_argument("--scoring", help=f"scikit-learn scorer name (default {search_defaults.scoring}, or the grid file's)")
     grid.add_argument(
@@ -164,6 +172,8 @@ def plan(args: argparse.Namespace) -> Plan:
         raise InputError("give --data or --synthetic-rows, not both")
     if args.halving_factor is not None and args.search != "halving":
         raise InputError("--halving-factor is a setting of --search halving")
+    if args.shared_trees and args.search == "halving":
+        raise InputError("--shared-trees is a setting of --search grid: halving fits each candidate on its own")
     halving_factor = HALVING_FACTOR if args.halving_factor is None else args.halving_factor
     if halving_factor < 2:
         raise InputError(f"--halving-factor must be at least 2, got {halving_factor}")
@@ -245,7 +255,8 @@ def train(args: argparse.Namespace) -> int:
     if args.search == "halving":
         grid_search = search.halving_search(pipeline, grid, config, halving_factor, verbose=not args.quiet)
     else:
-        grid_search = search.grid_search(pipeline, grid, config, verbose=not args.quiet)
+        shared_trees = trainer_settings().shared_trees if args.shared_trees is None else args.shared_trees
+        grid_search = search.grid_search(pipeline, grid, config, shared_trees=shared_trees, verbose=not args.quiet)
     fits = checkpoint.FitCheckpoint(args.output, X_train, y_train, grid_search, resume=args.resume)
     with cluster.connect(args.workers, args.workers_timeout) as (client, cluster_info):
         outcome = search.run(grid_search, X_train, y_train, client, fits, paused_timeout=args.paused_timeout)
@@ -256,6 +267,7 @@ def train(args: argparse.Namespace) -> int:
     settings = {
         "search": args.search,
         "halving_factor": halving_factor if args.search == "halving" else None,
+        "shared_trees": isinstance(grid_search, search.ForestGridSearchCV),
         "param_grid": grid,
         "cv": config.cv,
         "scoring": config.scoring,

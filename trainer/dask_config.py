@@ -30,6 +30,7 @@ class TrainerSettings:
     workers: int | None
     workers_timeout: float
     paused_timeout: float
+    shared_trees: bool
 
 
 def defaults() -> dict[str, Any]:
@@ -58,12 +59,20 @@ def trainer_settings() -> TrainerSettings:
         workers=_number("workers", int, optional=True),
         workers_timeout=_number("workers-timeout", float),
         paused_timeout=_number("paused-timeout", float),
+        shared_trees=_flag("shared-trees"),
     )
 
 
 def _setting(key: str) -> Any:
     # get() per key: Dask treats "-" and "_" alike there (DASK_..._WORKERS_TIMEOUT), not in the raw dict.
     return dask.config.get(f"{TRAINER_KEY}.{key}")
+
+
+def _flag(key: str) -> bool:
+    value = _setting(key)
+    if not isinstance(value, bool):
+        raise InputError(f"Dask config {TRAINER_KEY}.{key} ({variable(key)}): expected true or false, got {value!r}")
+    return value
 
 
 def _number(key: str, kind: type[int] | type[float], *, optional: bool = False) -> Any:

@@ -7,13 +7,18 @@ trees, and `predict_proba` averaged over them to the same bits. A grid over `n_e
 parameters, one forest of the largest size: its first k trees answer every smaller candidate.
 The seed grid (5 × 5, cv=3) builds 150 trees instead of 450.
 
+Predictions are shared too: each tree predicts a fold once, into a running sum whose value
+after k trees, divided by k, is the k-tree forest's own `predict_proba` (or `predict`) to the
+last bit; the scorers get those answers.
+
 `ForestGridSearchCV` takes GridSearchCV's parameters and gives its `cv_results_` (keys, rows,
 order), scores, `best_*_` and refitted `best_estimator_` exactly: the test scores are equal, not
 close (tests/trainer/test_forest_search.py). Only the timing columns differ: a shared forest's
-fit time is shared out between the candidates it answers in proportion to their trees, so the
-column still adds up to the time spent. Where sharing could change a result (no integer seed,
-`warm_start`, `oob_score`, a callable scorer, an estimator that is not one of scikit-learn's
-forests), it says why in the log and runs GridSearchCV's own per-candidate fits.
+fit and prediction time is shared out between the candidates it answers in proportion to their
+trees, so the columns still add up to the time spent. Where sharing could change a result (no
+integer seed, `warm_start`, `oob_score`, a scoring function of the user's, an estimator that is
+not one of scikit-learn's forests), it says why in the log and runs GridSearchCV's own
+per-candidate fits.
 """
 
 from __future__ import annotations
@@ -27,14 +32,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from joblib import Parallel, delayed
-from sklearn.base import BaseEstimator, clone, is_classifier
+from joblib import parallel_config
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone, is_classifier
 from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor, RandomForestClassifier, RandomForestRegressor
+from sklearn.metrics._scorer import _Scorer
 from sklearn.model_selection import GridSearchCV, ParameterGrid, check_cv
 from sklearn.model_selection._validation import _fit_and_score, _score, _warn_or_raise_about_fit_failures
 from sklearn.pipeline import Pipeline
 from sklearn.utils import indexable
 from sklearn.utils.metaestimators import _safe_split
+from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import _check_method_params
 
 log = logging.getLogger(__name__)
@@ -86,13 +93,23 @@ class ForestGridSearchCV(GridSearchCV):
             return self
         return self._fit_shared(candidates, X, y, **params)
 
+    def forests_per_fold(self) -> int | None:
+        """Give how many forests each fold will fit, or None when every candidate will be fitted on its own."""
+        candidates = list(ParameterGrid(self.param_grid))
+        if self._why_not_shared(candidates) is not None:
+            return None
+        size_key = next(key for key in candidates[0] if _is_size(key))
+        return len(_groups(candidates, size_key))
+
     def _why_not_shared(self, candidates: list[dict[str, Any]]) -> str | None:
         """Give why the forests can't be shared (a phrase), or None when they can."""
-        if callable(self.scoring):
-            return "a callable scoring may look at more of the fitted estimator than its predictions"
+        if not _scores_predictions_only(self.scoring):
+            return "a callable scoring (not a scikit-learn scorer) may look at more of the fitted estimator than its predictions"
         size_keys = {key for candidate in candidates for key in candidate if _is_size(key)}
-        if len(size_keys) != 1:
-            return f"the grid varies {len(size_keys)} n_estimators parameters, not one"
+        if not size_keys:
+            return "the grid does not set n_estimators"
+        if len(size_keys) > 1:
+            return f"the grid sets {len(size_keys)} n_estimators parameters ({', '.join(sorted(size_keys))}), not one"
         (size_key,) = size_keys
         if any(size_key not in candidate for candidate in candidates):
             return f"some of the grid's candidates leave {size_key} at its default"
@@ -140,9 +157,17 @@ class ForestGridSearchCV(GridSearchCV):
             "return_train_score": self.return_train_score,
             "error_score": self.error_score,
         }
+        # Keyword arguments like GridSearchCV's `_fit_and_score` tasks: a checkpoint keys them the same way.
         answers = Parallel(n_jobs=self.n_jobs, pre_dispatch=self.pre_dispatch)(
             delayed(_fit_group)(
-                clone(base_estimator), X, y, splits[split_index], [candidates[i] for i in members], size_key, settings
+                clone(base_estimator),
+                X,
+                y,
+                train=splits[split_index][0],
+                test=splits[split_index][1],
+                members=[candidates[i] for i in members],
+                size_key=size_key,
+                **settings,
             )
             for members, split_index in tasks
         )
@@ -165,7 +190,7 @@ class ForestGridSearchCV(GridSearchCV):
             trees_per_candidate=sum(sizes) * self.n_splits_,
             fallback=None,
         )
-        log.info("%s", self.shared_trees_.describe())
+        log.debug("%s", self.shared_trees_.describe())
         return self
 
     def _select_and_refit(
@@ -195,6 +220,21 @@ class ForestGridSearchCV(GridSearchCV):
                 self.feature_names_in_ = self.best_estimator_.feature_names_in_
 
 
+def _scores_predictions_only(scoring: Any) -> bool:
+    """Say whether SCORING asks the fitted estimator for its predictions and nothing else.
+
+    Scorer names, and scikit-learn's own scorer objects (`make_scorer`, `get_scorer`), call
+    predict, predict_proba or score and compare; a function of the user's may look at anything.
+    """
+    if scoring is None or isinstance(scoring, str):
+        return True
+    if isinstance(scoring, list | tuple | set):
+        return all(isinstance(name, str) for name in scoring)
+    if isinstance(scoring, dict):
+        return all(_scores_predictions_only(scorer) for scorer in scoring.values())
+    return type(scoring) is _Scorer  # exactly scikit-learn's: a subclass may score otherwise
+
+
 def _groups(candidates: list[dict[str, Any]], size_key: str) -> list[list[int]]:
     """Give the candidates' indices grouped by every parameter but SIZE_KEY, each group largest first."""
     found: dict[tuple, list[int]] = {}
@@ -208,13 +248,19 @@ def _fit_group(
     estimator: BaseEstimator,
     X: Any,  # noqa: N803
     y: Any,
-    split: tuple[np.ndarray, np.ndarray],
+    *,
+    train: np.ndarray,
+    test: np.ndarray,
     members: list[dict[str, Any]],
     size_key: str,
-    settings: dict[str, Any],
+    **settings: Any,
 ) -> list[dict[str, Any]]:
-    """Fit the group's largest forest on one fold; give every member's `_fit_and_score` result, in order."""
-    train, test = split
+    """Fit the group's largest forest on one fold; give every member's `_fit_and_score` result, in order.
+
+    SETTINGS are `_fit_and_score`'s scorer, fit_params, score_params, return_train_score and error_score.
+    """
+    scorer, error_score = settings["scorer"], settings["error_score"]
+    # Fit the largest forest as GridSearchCV's task would, and score it below with the rest.
     largest = _fit_and_score(
         estimator,
         X,
@@ -226,40 +272,124 @@ def _fit_group(
         return_n_test_samples=True,
         return_times=True,
         return_estimator=True,
-        **settings,
+        **{**settings, "scorer": _unscored, "return_train_score": False},
     )
-    fitted = largest.pop("estimator")
     if largest["fit_error"] is not None:
-        # Exact or not at all: a smaller forest might have fitted; fit each on its own.
-        return [largest] + [
+        # Exact or not at all: a smaller forest might have fitted; fit each on its own, as GridSearchCV does.
+        return [
             _fit_and_score(
                 clone(estimator), X, y, train=train, test=test, parameters=member, verbose=0,
                 return_n_test_samples=True, return_times=True, **settings,
             )
-            for member in members[1:]
+            for member in members
         ]  # fmt: skip
+    fitted = largest["estimator"]
+    path = size_key.split("__")[:-1]
     sizes = [member[size_key] for member in members]
-    X_train, y_train = _safe_split(fitted, X, y, train)  # noqa: N806
     X_test, y_test = _safe_split(fitted, X, y, test, train)  # noqa: N806
-    score_train = _check_method_params(X, params=settings["score_params"] or {}, indices=train)
-    score_test = _check_method_params(X, params=settings["score_params"] or {}, indices=test)
-    results = []
-    for size in sizes:
-        if size == sizes[0]:
-            result = dict(largest)
-        else:
-            prefix = _with_trees(fitted, size_key.split("__")[:-1], size)
+    X_train, y_train = _safe_split(fitted, X, y, train)  # noqa: N806
+    scored = [("test", X_test, y_test, test)] + ([("train", X_train, y_train, train)] if settings["return_train_score"] else [])
+    shares = [size / sum(sizes) for size in sizes]
+    results: list[dict[str, Any]] = [
+        {
+            "fit_error": None,
+            "n_test_samples": largest["n_test_samples"],
+            "fit_time": largest["fit_time"] * share,
+            "score_time": 0.0,
+        }
+        for share in shares
+    ]
+    for kind, X_part, y_part, indices in scored:  # noqa: N806
+        params = _check_method_params(X, params=settings["score_params"] or {}, indices=indices)
+        started = time.time()
+        answers = _prefix_answers(fitted, path, sizes, X_part)
+        # One pass over the trees serves every size: its time is shared out as the fit's is.
+        predicted = time.time() - started
+        for index, (size, share) in enumerate(zip(sizes, shares, strict=True)):
             started = time.time()
-            scorer, error_score = settings["scorer"], settings["error_score"]
-            result = {"fit_error": None, "test_scores": _score(prefix, X_test, y_test, scorer, score_test, error_score)}
-            result["score_time"] = time.time() - started
-            if settings["return_train_score"]:
-                result["train_scores"] = _score(prefix, X_train, y_train, scorer, score_train, error_score)
-            result["n_test_samples"] = largest["n_test_samples"]
-        # The forest's fit time, shared out in proportion to the trees each candidate takes from it.
-        result["fit_time"] = largest["fit_time"] * size / sum(sizes)
-        results.append(result)
+            model = answers[size] if answers is not None else _with_trees(fitted, path, size)
+            results[index][f"{kind}_scores"] = _score(model, X_part, y_part, scorer, params, error_score)
+            if kind == "test":
+                results[index]["score_time"] = time.time() - started + predicted * share
     return results
+
+
+def _unscored(estimator: BaseEstimator, X: Any, y: Any, **params: Any) -> float:  # noqa: N803
+    """A scorer that scores nothing: the group's fit is scored afterwards, with its smaller sizes."""
+    return 0.0
+
+
+def _prefix_answers(fitted: BaseEstimator, path: list[str], sizes: list[int], X: Any) -> dict[int, BaseEstimator] | None:  # noqa: N803
+    """Give, per size k, FITTED's answers for X with only its forest's first k trees; None where that can't be exact.
+
+    Each tree predicts X once, in order, into a running sum; the sum after k trees divided by k
+    is what the forest of k trees computes itself (a running sum from zero, then one in-place
+    division), to the last bit. Only where the forest's answer is the fitted model's answer
+    (the forest ends every Pipeline on PATH) and it has one output.
+    """
+    node, X_forest = fitted, X  # noqa: N806
+    for name in path:
+        if not isinstance(node, Pipeline) or node.steps[-1][0] != name:
+            return None
+        with parallel_config(backend="sequential"):  # nested joblib work stays in this task's process
+            X_forest = node[:-1].transform(X_forest) if len(node.steps) > 1 else X_forest  # noqa: N806
+        node = node.named_steps[name]
+    forest = node
+    if type(forest) not in FORESTS or forest.n_outputs_ != 1:
+        return None
+    X_forest = forest._validate_X_predict(X_forest)  # noqa: N806
+    classifier = is_classifier(forest)
+    total = np.zeros((X_forest.shape[0], forest.n_classes_) if classifier else X_forest.shape[0], dtype=np.float64)
+    wanted, answers = set(sizes), {}
+    for count, tree in enumerate(forest.estimators_[: max(sizes)], start=1):
+        total += tree.predict_proba(X_forest, check_input=False) if classifier else tree.predict(X_forest, check_input=False)
+        if count in wanted:
+            mean = total.copy()
+            mean /= count
+            answers[count] = _ClassifierAnswers(X, mean, forest.classes_) if classifier else _RegressorAnswers(X, mean)
+    return answers
+
+
+class _Answers(BaseEstimator):
+    """A fitted model's answers for one X, computed already: what a scorer asks of an estimator, and no more."""
+
+    def __init__(self, X: Any = None, mean: np.ndarray | None = None) -> None:  # noqa: N803
+        self.X, self.mean = X, mean
+
+    def predict(self, X: Any) -> np.ndarray:  # noqa: N803
+        self._check(X)
+        return self.mean
+
+    def _check(self, X: Any) -> None:  # noqa: N803
+        if X is not self.X:
+            raise RuntimeError("skfleet bug: precomputed answers asked about other rows")
+
+
+class _RegressorAnswers(RegressorMixin, _Answers):
+    """A forest regressor's answers: the mean of its trees' predictions; `score` is its R², as the forest's."""
+
+
+class _ClassifierAnswers(ClassifierMixin, _Answers):
+    """A forest classifier's answers: the mean of its trees' probabilities; `score` is its accuracy, as the forest's."""
+
+    def __init__(self, X: Any = None, mean: np.ndarray | None = None, classes: np.ndarray | None = None) -> None:  # noqa: N803
+        super().__init__(X, mean)
+        self.classes = classes
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return self.classes
+
+    def predict(self, X: Any) -> np.ndarray:  # noqa: N803
+        """Give the forest's own prediction: the class of the largest mean probability."""
+        return self.classes.take(np.argmax(self.predict_proba(X), axis=1), axis=0)
+
+    def predict_proba(self, X: Any) -> np.ndarray:  # noqa: N803
+        self._check(X)
+        return self.mean
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:  # noqa: N803
+        return np.log(self.predict_proba(X))
 
 
 def _forest(estimator: BaseEstimator, size_key: str) -> BaseEstimator | None:

@@ -22,7 +22,7 @@ from skfleet import report_html
 from skfleet.cluster import ClusterInfo
 from skfleet.data import Dataset
 from skfleet.errors import InputError
-from skfleet.search import SearchOutcome
+from skfleet.search import SearchOutcome, grid_edges
 
 MODEL_FILE = "model.skops"
 # Everything a run folder holds, sorted: the results, the CV table, the model, the report.
@@ -137,6 +137,12 @@ def results_document(
         "rounds": [{"candidates": candidates, "rows": rows} for candidates, rows in outcome.rounds],
         "n_fits_resumed": outcome.n_fits_resumed,
         "resumed_fit_seconds": round(outcome.resumed_fit_seconds, 3),
+        # The exhaustive search's shared forests (skfleet.forest_search), or null for halving.
+        "shared_trees": None
+        if outcome.shared_trees is None
+        else {**asdict(outcome.shared_trees), "description": outcome.shared_trees.describe()},
+        # Parameters of the best candidate at an edge of the grid: widen the grid that way.
+        "grid_edges": [_plain({**asdict(edge), "description": edge.describe()}) for edge in grid_edges(search)],
         "scheduler_address": cluster.scheduler_address,
         "local_cluster": cluster.local,
         "n_workers": cluster.n_workers,
@@ -191,6 +197,10 @@ def summary(results: dict[str, Any], folder: Path) -> str:
     ]
     if results.get("search") == "halving":
         lines.insert(-2, f"  search           {report_html.halving_text(results)}")
+    if results.get("shared_trees"):
+        lines.insert(-1, f"  shared trees     {results['shared_trees']['description']}")
+    for edge in results.get("grid_edges", []):
+        lines.insert(-1, f"  grid edge        {edge['description']}")
     if results["n_fits_resumed"]:
         lines.insert(
             -1,

@@ -506,6 +506,7 @@ def _summary_section(results: dict[str, Any], baseline: float | None) -> str:
     )
     rows = [
         ("best parameters", _params_text(results["best_params"])),
+        *[("edge of the grid", _text(edge["description"])) for edge in results.get("grid_edges", [])],
         (f"best CV {results['scoring']}", f"{results['best_cv_score']:.4f} (mean over {results['settings']['cv']} folds)"),
         (f"majority baseline, {results['scoring']}", baseline_row),
         (
@@ -548,6 +549,8 @@ def _timings_section(results: dict[str, Any], search: GridSearchCV, drawn_second
     ]
     if results.get("search") == "halving":
         rows.insert(1, ("rounds", _text(halving_text(results))))
+    if results.get("shared_trees"):
+        rows.insert(1, ("shared trees", _text(results["shared_trees"]["description"])))
     if results["n_fits_resumed"]:
         rows.append(
             (

@@ -6,6 +6,7 @@ import _thread
 import concurrent.futures
 import logging
 import math
+import numbers
 import sys
 import threading
 import time
@@ -19,6 +20,7 @@ from dask.utils import format_bytes
 from distributed import Client
 from distributed.scheduler import KilledWorker
 from joblib._dask import DaskDistributedBackend
+from sklearn.base import clone
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401 (makes HalvingGridSearchCV importable)
 from sklearn.model_selection import GridSearchCV, HalvingGridSearchCV, ParameterGrid
 from sklearn.pipeline import Pipeline
@@ -27,6 +29,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from skfleet.checkpoint import FitCheckpoint
 from skfleet.config import HALVING_FACTOR, SearchConfig
 from skfleet.errors import ClusterError, InputError, first_line
+from skfleet.forest_search import ForestGridSearchCV, SharedTrees
 from skfleet.model import check_no_leak, local_threads
 from skfleet.progress import ProgressBar, live_bar
 
@@ -90,7 +93,8 @@ class ClusterBackend(DaskDistributedBackend):
                         results[index] = result
                     out = results
                     if progress:
-                        progress.advance(len(results))
+                        # Fits, not tasks: a shared forest's task answers several.
+                        progress.advance(sum(len(result) if isinstance(result, list) else 1 for result in results))
             except Exception as error:  # joblib raises it; without a callback it would wait forever
                 out = error
             callback(out)
@@ -122,6 +126,8 @@ class SearchOutcome:
     # Fits answered from the checkpoint of an earlier, interrupted run, and their fitting time then.
     n_fits_resumed: int = 0
     resumed_fit_seconds: float = 0.0
+    # What the exhaustive search's shared forests saved (ForestGridSearchCV); None for other searches.
+    shared_trees: SharedTrees | None = None
 
 
 class PausedWatchdog:
@@ -180,10 +186,17 @@ def grid_search(
     grid: dict[str, list[Any]],
     config: SearchConfig,
     *,
+    shared_trees: bool = True,
     verbose: bool = True,
 ) -> GridSearchCV:
-    """Give the unfitted GridSearchCV over `grid` (already addressed to the pipeline)."""
-    return GridSearchCV(
+    """Give the unfitted exhaustive search over `grid` (already addressed to the pipeline).
+
+    SHARED_TREES: ForestGridSearchCV, which fits one forest per fold for the candidates that
+    differ only in n_estimators and gives GridSearchCV's results exactly; else GridSearchCV,
+    one fit per candidate and fold.
+    """
+    kind = ForestGridSearchCV if shared_trees else GridSearchCV
+    return kind(
         pipeline,
         grid,
         cv=config.cv,
@@ -278,6 +291,7 @@ def run(
     n_candidates = len(ParameterGrid(search.param_grid))
     planned = planned_rounds(search, len(X), y.nunique())
     n_fits = sum(candidates for candidates, _ in planned) * search.cv
+    shared = shared_trees_plan(search)
     if isinstance(search, HalvingGridSearchCV):
         log.info(
             "successive halving, factor %d: %s candidates on %s rows, x %d folds = %d fits on %s",
@@ -290,7 +304,14 @@ def run(
         )
     else:
         log.info(
-            "grid search: %d candidates x %d folds = %d fits on %s", n_candidates, search.cv, n_fits, client.scheduler.address
+            "grid search: %d candidates x %d folds = %d fits%s on %s",
+            n_candidates,
+            search.cv,
+            n_fits,
+            f", answered by {shared} forest fits (the largest n_estimators of each group; --no-shared-trees fits each)"
+            if shared
+            else "",
+            client.scheduler.address,
         )
     if checkpoint is not None and checkpoint.available:
         log.info("checkpoint %s holds %d finished fits; matching ones are reused", checkpoint.path, checkpoint.available)
@@ -342,7 +363,83 @@ def run(
         rounds=tuple(rounds),
         n_fits_resumed=checkpoint.reused if checkpoint else 0,
         resumed_fit_seconds=checkpoint.reused_seconds if checkpoint else 0.0,
+        shared_trees=getattr(search, "shared_trees_", None),
     )
+
+
+def shared_trees_plan(search: Search) -> int | None:
+    """Give how many forests a ForestGridSearchCV will fit, or None when it fits every candidate on its own."""
+    if not isinstance(search, ForestGridSearchCV):
+        return None
+    per_fold = search.forests_per_fold()
+    return None if per_fold is None else per_fold * search.cv
+
+
+@dataclass(frozen=True)
+class GridEdge:
+    """A parameter of the best candidate at the largest or smallest value the grid tried, with accepted values beyond."""
+
+    param: str
+    value: int | float
+    side: str  # "largest" or "smallest"
+    beyond: tuple[int | float, ...]  # the next values past the edge, in the grid's step, that the estimator accepts
+
+    def describe(self) -> str:
+        """Give one line: "max_depth=10 is the largest value tried: the best may lie beyond (try 12, 14, 16)"."""
+        name = self.param.split("__")[-1]
+        values = ", ".join(f"{value:g}" for value in self.beyond)
+        return f"{name}={self.value:g} is the {self.side} value tried: the best may lie beyond (try {values})"
+
+
+def grid_edges(search: Search, steps: int = 3) -> list[GridEdge]:
+    """Give the best candidate's numeric parameters on an edge of the grid with values beyond it the estimator accepts.
+
+    Up to STEPS values past the edge, in the grid's last step, are offered.
+    A value the grid holds as None (max_depth=None: unbounded) lies past every number, so the
+    largest number is then no edge.
+    """
+    grids = search.param_grid if isinstance(search.param_grid, list) else [search.param_grid]
+    edges = []
+    for param, best in search.best_params_.items():
+        tried = [value for grid in grids for value in grid.get(param, [])]
+        values = sorted({value for value in tried if _is_number(value)})
+        if not _is_number(best) or len(values) < 2 or best not in (values[0], values[-1]):
+            continue
+        if best == values[-1]:
+            if None in tried:
+                continue
+            side, step = "largest", values[-1] - values[-2]
+        else:
+            side, step = "smallest", values[0] - values[1]
+        accepted = _accepted(search.estimator, param, [best + step * index for index in range(1, steps + 1)])
+        if not accepted and isinstance(best, numbers.Integral) and abs(step) > 1:
+            # The grid's step overshoots a bound (min_samples_leaf=5 in steps of 5): step by one.
+            accepted = _accepted(
+                search.estimator, param, [best + (1 if step > 0 else -1) * index for index in range(1, steps + 1)]
+            )
+        if accepted:
+            edges.append(GridEdge(param, best, side, accepted))
+    return edges
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _accepted(estimator: Any, param: str, values: list[Any]) -> tuple[Any, ...]:
+    """Give those of VALUES that ESTIMATOR accepts for PARAM."""
+    return tuple(value for value in values if _accepts(estimator, param, value))
+
+
+def _accepts(estimator: Any, param: str, value: Any) -> bool:
+    """Say whether ESTIMATOR's step that owns PARAM accepts VALUE (scikit-learn's parameter constraints)."""
+    configured = clone(estimator).set_params(**{param: value})
+    owner = configured.get_params()[param.rsplit("__", 1)[0]] if "__" in param else configured
+    try:
+        owner._validate_params()
+    except (InvalidParameterError, ValueError, TypeError):
+        return False
+    return True
 
 
 def memory_limit(client: Client) -> str:

@@ -20,25 +20,29 @@ def test_bench_runs_the_paths_interleaved_and_prints_them_side_by_side(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     report, plot = tmp_path / "bench.json", tmp_path / "bench.png"
-    arguments = ["--rows", "3000", "--paths", "serial,dask,halving", "--repeat", "2", "--json", str(report), "--plot", str(plot)]
+    paths = ["serial", "loky", "dask", "dask-unshared", "halving"]
+    arguments = ["--rows", "3000", "--paths", ",".join(paths), "--repeat", "2", "--json", str(report), "--plot", str(plot)]
     assert bench.main(arguments) == 0
     out, err = capsys.readouterr()
     # Interleaved: A B C A B C.
     order = [line.split()[2] for line in err.splitlines() if line.strip().startswith("round")]
-    assert order == ["serial", "dask", "halving"] * 2
-    rows = [line for line in out.splitlines() if line.split()[:1] in (["serial"], ["dask"], ["halving"])]
+    assert order == paths * 2
+    rows = [line for line in out.splitlines() if line.split()[:1] in [[path] for path in paths]]
     table = {line.split()[0]: line for line in reversed(rows)}  # the table's row, not the verdict lines after it
-    assert set(table) == {"serial", "dask", "halving"}
-    assert " 75 " in table["dask"]  # 25 candidates x 3 folds, each fit one task
-    assert "cv_results_ split scores identical across serial, dask: yes" in out
-    assert "dask parallel efficiency = " in out and "halving: " in out
+    assert set(table) == set(paths)
+    # 25 candidates x 3 folds: one task per fit, or one per forest of 5 n_estimators.
+    assert " 75 " in table["dask-unshared"] and " 15 " in table["dask"]
+    assert "cv_results_ split scores identical across serial, loky, dask, dask-unshared: yes" in out
+    assert "dask: 75 fits answered by 15 forest fits (150 of 450 trees), in 15 Dask tasks" in out
+    assert re.search(r"^dask wall / loky \(GridSearchCV\) wall = \d\.\d+ \(target <= 0\.5: (met|MISSED)\)$", out, re.M)
+    assert "dask-unshared parallel efficiency = " in out and "halving: " in out
     # Where the efficiency went: its three factors multiply back to it.
-    (factors,) = [re.findall(r"\d+\.\d+", line) for line in out.splitlines() if line.startswith("  dask: efficiency ")]
+    (factors,) = [re.findall(r"\d+\.\d+", line) for line in out.splitlines() if line.startswith("  dask-unshared: efficiency ")]
     efficiency, overhead, slowdown, busy = map(float, factors)
     assert efficiency == pytest.approx(overhead / slowdown * busy, abs=0.011)
     measurements = json.loads(report.read_text())
     (runs,) = measurements.values()
-    assert [len(runs[path]) for path in ("serial", "dask", "halving")] == [2, 2, 2]
+    assert [len(runs[path]) for path in paths] == [2] * len(paths)
     assert runs["dask"][0]["bytes_moved"] > 0 and runs["dask"][0]["peak_worker_rss"] > 0
     assert all(run["fit_s"] > 0 and run["refit_s"] > 0 for path in runs.values() for run in path)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -40,16 +40,24 @@ def training() -> tuple[pd.DataFrame, pd.Series]:
 
 
 def fitted(
-    client: Client, training: tuple[pd.DataFrame, pd.Series], output: Path, grid=GRID, random_state: int = 10, resume=True
+    client: Client,
+    training: tuple[pd.DataFrame, pd.Series],
+    output: Path,
+    grid=GRID,
+    random_state: int = 10,
+    resume=True,
+    shared_trees=False,
 ) -> tuple[search.SearchOutcome, int]:
-    """Give the search's outcome and how many fits ran on the cluster."""
+    """Give the search's outcome and how many tasks ran on the cluster: fits, or with SHARED_TREES forests."""
     features, target = training
-    grid_search = search.grid_search(model.build_pipeline(random_state), grid, SearchConfig(), verbose=False)
+    pipeline = model.build_pipeline(random_state)
+    grid_search = search.grid_search(pipeline, grid, SearchConfig(), shared_trees=shared_trees, verbose=False)
     fits = FitCheckpoint(output, features, target, grid_search, resume=resume)
     with get_task_stream(client) as stream:
         outcome = search.run(grid_search, features, target, client, fits)
     # joblib names each task after its batch: [mixed_]batch_of__fit_and_score_N_calls-<uuid>.
-    batches = [re.match(r"(?:mixed_)?batch_of__fit_and_score_(\d+)_calls", task["key"]) for task in stream.data]
+    function = "_fit_group" if shared_trees else "_fit_and_score"
+    batches = [re.match(rf"(?:mixed_)?batch_of_{function}_(\d+)_calls", task["key"]) for task in stream.data]
     return outcome, sum(int(batch[1]) for batch in batches if batch)
 
 
@@ -119,6 +127,26 @@ def test_an_unwritable_checkpoint_only_costs_the_resume(client, training, tmp_pa
     assert "not checkpointing finished fits any more" in caplog.text
 
 
+def test_shared_forests_are_stored_per_forest_and_a_rerun_reuses_all(client, training, tmp_path: Path) -> None:
+    first, ran = fitted(client, training, tmp_path, shared_trees=True)
+    assert (ran, first.n_fits_resumed) == (6, 0)  # 2 max_depth groups x 3 folds, each answering 2 n_estimators
+    lines = checkpoint_lines(tmp_path)
+    assert len(lines) == 6 and all(len(line["result"]) == 2 for line in lines)
+    second, ran = fitted(client, training, tmp_path, shared_trees=True)
+    assert (ran, second.n_fits_resumed) == (0, 12)
+    expected_seconds = sum(fit["fit_time"] + fit["score_time"] for line in lines for fit in line["result"])
+    assert second.resumed_fit_seconds == pytest.approx(expected_seconds)
+    assert_same_cv_results(first, second)
+    per_candidate, _ = fitted(client, training, tmp_path / "per-candidate")
+    assert_same_cv_results(per_candidate, second)
+
+
+def test_a_grid_with_more_values_of_other_parameters_reuses_the_shared_forests(client, training, tmp_path: Path) -> None:
+    fitted(client, training, tmp_path, grid={**GRID, "classifier__max_depth": [3]}, shared_trees=True)
+    widened, ran = fitted(client, training, tmp_path, shared_trees=True)
+    assert (ran, widened.n_fits_resumed) == (3, 6)
+
+
 def test_a_finished_run_removes_its_checkpoint_and_reports_the_resume(client, tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", client.scheduler.address)
     output = tmp_path / "output"
@@ -128,13 +156,17 @@ def test_a_finished_run_removes_its_checkpoint_and_reports_the_resume(client, tm
     first_run = set(output.iterdir())
     assert [path.name for path in first_run if path.name.startswith(".")] == []
 
-    # What an interrupted run leaves: the fits of one candidate.
+    # What an interrupted run leaves: the forest of one fold, which answered both candidates there.
     features, target = model.feature_matrix(data.split(data.load(None, synthetic_rows=2000).frame, test_size=0.3, seed=100)[0])
-    fitted(client, (features, target), output, grid={"classifier__n_estimators": [2], "classifier__max_depth": [3]})
+    grid = {"classifier__n_estimators": [2, 4], "classifier__max_depth": [3]}
+    fitted(client, (features, target), output, grid=grid, shared_trees=True)
+    (path,) = (output / FOLDER).iterdir()
+    path.write_text(path.read_text().splitlines(keepends=True)[0])
     assert main(argv) == 0
     stdout = capsys.readouterr().out
     (latest,) = set(output.iterdir()) - first_run
     results = json.loads((latest / "results.json").read_text())
-    assert results["n_fits_resumed"] == 3 and results["resumed_fit_seconds"] > 0
-    assert "resumed          3 of 6 fits from the checkpoint of an interrupted run (saved " in stdout
+    assert results["n_fits_resumed"] == 2 and results["resumed_fit_seconds"] > 0
+    assert results["shared_trees"]["description"] == "6 fits answered by 3 forest fits (12 of 18 trees)"
+    assert "resumed          2 of 6 fits from the checkpoint of an interrupted run (saved " in stdout
     assert not (output / FOLDER).exists()

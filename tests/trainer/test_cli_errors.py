@@ -60,6 +60,7 @@ IN_PROCESS_ONLY = [
     Case("float for an int", ("--param", "n_estimators=10,2.5"), ("--param", "n_estimators=2.5", "must be an int")),
     Case("no folds", ("--cv", "0"), ("--cv", "at least 2", "got 0")),
     Case("halving factor alone", ("--halving-factor", "3"), ("--halving-factor", "--search halving")),
+    Case("shared trees in halving", ("--search", "halving", "--shared-trees"), ("--shared-trees", "--search grid")),
     Case("missing grid", ("--grid", "{tmp}/nope.yaml"), ("{tmp}/nope.yaml", "no such grid file")),
     Case("bad criterion", ("--param", "criterion=gini,bogus"), ("--param", "criterion='bogus'", "a str among", "'gini'")),
     Case("negative seed", ("--random-state", "-1"), ("--random-state", "got -1")),

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from dask.sizeof import sizeof
 from distributed import Client, LocalCluster, get_task_stream
+from sklearn.model_selection import GridSearchCV
 
 from skfleet import cluster, data, model, report, search
 from skfleet.cli import main
@@ -43,13 +44,17 @@ def _training_data() -> tuple[pd.DataFrame, pd.Series]:
     return model.feature_matrix(train)
 
 
-def test_dask_search_equals_local_search(client: Client) -> None:
+@pytest.mark.parametrize(("shared_trees", "task"), [(True, "_fit_group"), (False, "_fit_and_score")])
+def test_dask_search_equals_local_search(client: Client, shared_trees: bool, task: str) -> None:
     features, target = _training_data()
-    local = search.grid_search(model.build_pipeline(), GRID, SearchConfig(), verbose=False)
-    local.set_params(n_jobs=1).fit(features, target)
+    local = GridSearchCV(model.build_pipeline(), GRID, cv=3, scoring="accuracy")  # scikit-learn's own, in this process
+    local.fit(features, target)
     with get_task_stream(client) as task_stream:
         distributed = search.run(
-            search.grid_search(model.build_pipeline(), GRID, SearchConfig(), verbose=False), features, target, client
+            search.grid_search(model.build_pipeline(), GRID, SearchConfig(), shared_trees=shared_trees, verbose=False),
+            features,
+            target,
+            client,
         )
 
     assert distributed.n_fits == 12
@@ -59,7 +64,7 @@ def test_dask_search_equals_local_search(client: Client) -> None:
     # The fits ran on the cluster's workers, as whole fits: no nested encoder or tree
     # tasks (joblib#1013), which made every fit wait on sub-tasks queued behind others.
     kinds = {task["key"].split("-")[0] for task in task_stream.data}
-    assert kinds == {"batch_of__fit_and_score_1_calls"}, kinds
+    assert kinds == {f"batch_of_{task}_1_calls"}, kinds
     assert len({task["worker"] for task in task_stream.data}) == 2
 
 
@@ -73,7 +78,8 @@ def test_a_single_thread_cluster_still_runs_the_fits() -> None:
         get_task_stream(client) as task_stream,
     ):
         search.run(search.grid_search(model.build_pipeline(), grid, SearchConfig(), verbose=False), features, target, client)
-    assert len([task for task in task_stream.data if task["key"].startswith("batch_of__fit_and_score")]) == 6
+    # One forest per max_depth and fold (a single n_estimators: nothing to share).
+    assert len([task for task in task_stream.data if task["key"].startswith("batch_of__fit_group")]) == 6
 
 
 def test_versions_match_on_an_honest_cluster(client: Client) -> None:
@@ -168,7 +174,9 @@ def test_full_run_writes_the_run_folder(tmp_path: Path, capsys, monkeypatch) -> 
     assert results["dataset"]["checksum"].startswith("sha256:")
     assert len(pd.read_csv(folder / "cv_results.csv")) == 4
     assert "DASK_SCHEDULER_ADDRESS is not set: running on a local Dask cluster" in captured.err
-    assert "Done  12 out of  12" in captured.err  # progress: fits done out of total
+    # Progress in a log: joblib's tasks done out of total, one per forest, which answers 2 n_estimators.
+    assert "grid search: 4 candidates x 3 folds = 12 fits, answered by 6 forest fits" in captured.err
+    assert "Done   6 out of   6" in captured.err
     assert f"test accuracy    {results['test_accuracy']:.4f}" in captured.out
 
     fitted = report.load_model(folder / "model.skops")

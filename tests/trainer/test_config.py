@@ -106,6 +106,13 @@ def test_trainer_settings_from_environment_win_over_the_yaml() -> None:
     assert fresh_interpreter(probe, DASK_SKFLEET__TRAINER__WORKERS_TIMEOUT="180") == "180 180.0"
 
 
+def test_shared_trees_default_comes_from_dask_config_and_the_option_wins() -> None:
+    probe = "from skfleet.cli import parser; from skfleet.dask_config import trainer_settings as t; "
+    probe += "print(t().shared_trees, parser().parse_args([]).shared_trees, parser().parse_args(['--shared-trees']).shared_trees)"
+    assert fresh_interpreter(probe).split() == ["True", "None", "True"]
+    assert fresh_interpreter(probe, DASK_SKFLEET__TRAINER__SHARED_TREES="false").split() == ["False", "None", "True"]
+
+
 def test_trainer_defaults_come_from_dask_config() -> None:
     shown = fresh_interpreter(
         "from skfleet.cli import parser; a = parser().parse_args([]); print(a.output, a.workers, a.workers_timeout)",
@@ -144,6 +151,7 @@ def test_help_shows_the_defaults_in_force() -> None:
         ),
         ("workers", 2.5, "skfleet.trainer.workers (DASK_SKFLEET__TRAINER__WORKERS): expected an integer or null, got 2.5"),
         ("paused-timeout", True, "expected a number of seconds, got True"),
+        ("shared-trees", "maybe", "skfleet.trainer.shared-trees (DASK_SKFLEET__TRAINER__SHARED_TREES): expected true or false"),
     ],
 )
 def test_a_setting_of_the_wrong_type_is_a_user_error(key: str, value: object, message: str) -> None:

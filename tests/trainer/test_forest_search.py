@@ -10,10 +10,12 @@ import pytest
 from distributed import Client, LocalCluster
 from sklearn.base import clone
 from sklearn.datasets import make_classification, make_regression
-from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier, RandomForestRegressor
+from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor, RandomForestClassifier, RandomForestRegressor
+from sklearn.metrics import brier_score_loss, f1_score, make_scorer
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.tree import DecisionTreeClassifier, ExtraTreeRegressor
 
 from skfleet import model
 from skfleet.forest_search import ForestGridSearchCV
@@ -85,6 +87,31 @@ CASES = {
         binary,
         {"scoring": {"acc": "accuracy", "auc": "roc_auc"}, "refit": False, "cv": 3},
     ),
+    "string classes, the forest's own score": (
+        RandomForestClassifier(random_state=6),
+        {"n_estimators": [3, 1, 5], "max_depth": [2, None]},
+        lambda: (binary()[0], np.where(binary()[1] == 1, "late", "on time")),
+        {"scoring": None, "cv": 3},
+    ),
+    "string classes, scikit-learn scorer objects for one label": (
+        ExtraTreesClassifier(random_state=6),
+        {"n_estimators": [3, 1, 5]},
+        lambda: (binary()[0], np.where(binary()[1] == 1, "late", "on time")),
+        {
+            "scoring": {
+                "f1 late": make_scorer(f1_score, pos_label="late"),
+                "brier late": make_scorer(brier_score_loss, response_method="predict_proba", pos_label="late"),
+            },
+            "refit": "f1 late",
+            "cv": 3,
+        },
+    ),
+    "two outputs (answers through the forest itself), mean squared error": (
+        RandomForestRegressor(random_state=8),
+        {"n_estimators": [2, 4, 8], "max_depth": [3, None]},
+        lambda: make_regression(n_samples=200, n_features=6, n_targets=2, noise=5.0, random_state=0),
+        {"scoring": "neg_mean_squared_error", "cv": 3},
+    ),
     "a regressor, r2": (
         RandomForestRegressor(random_state=4),
         {"n_estimators": [2, 4, 8], "max_depth": [3, None]},
@@ -115,6 +142,34 @@ def test_the_seed_grid_builds_a_third_of_the_trees_and_the_fit_times_add_up() ->
     # Shared out in proportion to trees: a 2-tree candidate is charged a fifth of the 10-tree one.
     mean = search.cv_results_["mean_fit_time"].reshape(5, 5)  # max_depth major, n_estimators minor
     np.testing.assert_allclose(mean[:, 0] * 5, mean[:, 4])
+
+
+@pytest.mark.parametrize(
+    ("tree", "forest"), [(DecisionTreeClassifier, RandomForestClassifier), (ExtraTreeRegressor, ExtraTreesRegressor)]
+)
+@pytest.mark.parametrize("return_train_score", [False, True])
+def test_each_tree_predicts_each_fold_once(monkeypatch, tree, forest, return_train_score: bool) -> None:
+    """The smaller sizes' answers come from the largest forest's running sum, not from predicting again."""
+    method = "predict_proba" if tree is DecisionTreeClassifier else "predict"
+    calls = []
+    original = getattr(tree, method)
+
+    def counted(self, X, check_input=True):
+        calls.append(len(X))
+        return original(self, X, check_input=check_input)
+
+    X, y = binary() if tree is DecisionTreeClassifier else make_regression(n_samples=300, n_features=6, random_state=0)
+    grid = {"n_estimators": [2, 4, 6], "max_depth": [2, 3]}
+    monkeypatch.setattr(tree, method, counted)
+    search = ForestGridSearchCV(forest(random_state=0), grid, cv=3, refit=False, return_train_score=return_train_score)
+    search.fit(X, y)
+    # 6 trees per max_depth and fold, each over the test fold (and the training rows when they are scored).
+    assert len(calls) == 6 * 2 * 3 * (2 if return_train_score else 1)
+    assert sum(calls) == 6 * 2 * len(X) * (3 if return_train_score else 1)
+    monkeypatch.undo()
+    reference = GridSearchCV(forest(random_state=0), grid, cv=3, refit=False, return_train_score=return_train_score).fit(X, y)
+    for key in [key for key in reference.cv_results_ if key.endswith(("test_score", "train_score"))]:
+        np.testing.assert_array_equal(search.cv_results_[key], reference.cv_results_[key], err_msg=key)
 
 
 def test_the_trainer_pipeline_on_flights_equals_grid_search(asa_csv) -> None:
@@ -148,14 +203,18 @@ def test_settings_that_break_the_shared_trees_fall_back_to_one_fit_per_candidate
         assert_same_search(ours, GridSearchCV(estimator, grid, cv=3).fit(X, y), X)
 
 
-def test_a_callable_scorer_falls_back_and_still_equals_grid_search() -> None:
+def accuracy_of_its_own(estimator, X_test, y_test) -> float:
+    """A user's scorer: a function that could look at anything the fitted estimator holds."""
+    return float((estimator.predict(X_test) == y_test).mean())
+
+
+@pytest.mark.parametrize(
+    ("scoring", "refit"), [(accuracy_of_its_own, True), ({"own": accuracy_of_its_own, "auc": "roc_auc"}, "auc")]
+)
+def test_a_function_as_scorer_falls_back_and_still_equals_grid_search(scoring, refit) -> None:
     X, y = binary()
-
-    def accuracy(estimator, X_test, y_test) -> float:
-        return float((estimator.predict(X_test) == y_test).mean())
-
     estimator, grid = RandomForestClassifier(random_state=1), {"n_estimators": [2, 4]}
-    ours, theirs = both(estimator, grid, X, y, scoring=accuracy, cv=3)
+    ours, theirs = both(estimator, grid, X, y, scoring=scoring, refit=refit, cv=3)
     assert "callable scoring" in ours.shared_trees_.fallback
     assert_same_search(ours, theirs, X)
 
