@@ -69,7 +69,7 @@ from skfleet import data, model, search
 from skfleet.config import HALVING_FACTOR, SearchConfig
 
 PATHS = ("serial", "loky", "loky-shared", "dask", "dask-unshared", "dask-threads", "compose", "demo", "halving")
-DEFAULT_PATHS = ("serial", "loky", "loky-shared", "dask", "dask-unshared", "dask-threads", "demo", "halving")
+DEFAULT_PATHS = ("serial", "loky", "loky-shared", "dask", "dask-unshared", "halving")
 # Paths whose cv_results_ must agree to the last digit: the same fits, or the same trees shared,
 # run elsewhere. (The demo's forest runs its trees in parallel and sums their votes in completion
 # order: ties may round apart.)

