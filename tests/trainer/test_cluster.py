@@ -178,6 +178,14 @@ def test_full_run_writes_the_run_folder(tmp_path: Path, capsys, monkeypatch) -> 
     assert "grid search: 4 candidates x 3 folds = 12 fits, answered by 6 forest fits" in captured.err
     assert "Done   6 out of   6" in captured.err
     assert f"test accuracy    {results['test_accuracy']:.4f}" in captured.out
+    assert results["shared_trees"]["description"] == "12 fits answered by 6 forest fits (48 of 72 trees)"
+    assert "  shared trees     12 fits answered by 6 forest fits (48 of 72 trees)" in captured.out
+    # Two values per parameter: each best value is an edge, with values beyond it the forest accepts.
+    assert len(results["grid_edges"]) == 2
+    for edge in results["grid_edges"]:
+        assert results["best_params"][edge["param"]] == edge["value"] in (4, 8)
+        assert f"  grid edge        {edge['description']}" in captured.out
+        assert edge["description"] in (folder / "report.html").read_text()
 
     fitted = report.load_model(folder / "model.skops")
     frame = data.load(None, synthetic_rows=3000).frame
