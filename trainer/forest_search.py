@@ -286,9 +286,10 @@ def _fit_group(
     fitted = largest["estimator"]
     path = size_key.split("__")[:-1]
     sizes = [member[size_key] for member in members]
-    X_test, y_test = _safe_split(fitted, X, y, test, train)  # noqa: N806
-    X_train, y_train = _safe_split(fitted, X, y, train)  # noqa: N806
-    scored = [("test", X_test, y_test, test)] + ([("train", X_train, y_train, train)] if settings["return_train_score"] else [])
+    # The training rows are copied out only when they are scored: a fold's copy is most of a task's memory.
+    scored = [("test", *_safe_split(fitted, X, y, test, train), test)]
+    if settings["return_train_score"]:
+        scored.append(("train", *_safe_split(fitted, X, y, train), train))
     shares = [size / sum(sizes) for size in sizes]
     results: list[dict[str, Any]] = [
         {
