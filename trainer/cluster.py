@@ -59,7 +59,7 @@ def connect(n_workers: int | None, timeout: float) -> Iterator[tuple[Client, Clu
             client = stack.enter_context(Client(cluster))
         else:
             client = stack.enter_context(open_client(address, timeout))
-            _wait_for_workers(client, address, n_workers or 1, timeout)
+            wait_for_workers(client, address, n_workers or 1, timeout)
         versions = check_versions(client)
         info = _describe(client, address, versions)
         log.info(
@@ -82,7 +82,8 @@ def open_client(address: str, timeout: float) -> Client:
         raise ClusterError(f"bad DASK_SCHEDULER_ADDRESS {address!r}: {first_line(error)}") from None
 
 
-def _wait_for_workers(client: Client, address: str, n_workers: int, timeout: float) -> None:
+def wait_for_workers(client: Client, address: str, n_workers: int, timeout: float) -> None:
+    """Wait up to TIMEOUT seconds for N_WORKERS workers; a ClusterError says how many came."""
     log.info("waiting up to %.0f s for %d worker(s) at %s", timeout, n_workers, address)
     try:
         client.wait_for_workers(n_workers, timeout=timeout)
@@ -96,13 +97,19 @@ def _wait_for_workers(client: Client, address: str, n_workers: int, timeout: flo
         raise ClusterError(f"lost the scheduler at {address} while waiting for workers: {first_line(error)}") from None
 
 
+# A package the client lacks: nothing of it crosses from the client, so it can't mismatch there.
+MISSING = "missing"
+CLIENT_FIX = "pip install -c docker/constraints.txt ."
+WORKER_FIX = "docker compose up --detach --build --force-recreate scheduler worker  (VMs: ansible-playbook upgrade.yml)"
+
+
 def package_versions(report: dict[str, Any]) -> dict[str, str]:
-    """Give the checked packages' versions from one `get_versions` entry."""
+    """Give the checked packages' versions from one `get_versions` entry (MISSING where not installed)."""
     packages = report.get("packages", {})
     python = str(packages.get("python", ""))
     versions = {"python": ".".join(python.split(".")[:2])}
     for name in CHECKED_PACKAGES[1:]:
-        versions[name] = str(packages.get(name))
+        versions[name] = str(packages.get(name) or MISSING)
     return versions
 
 
@@ -119,14 +126,56 @@ class VersionReport:
         return {"scheduler": self.scheduler, **{f"worker {address}": versions for address, versions in self.workers.items()}}
 
     def mismatches(self) -> dict[str, dict[str, str]]:
-        """Give, for each package that differs from the client's, where and which version."""
+        """Give, for each package that differs from the client's, where and which version.
+
+        A package the client lacks is no mismatch: a client with only dask, distributed and
+        scikit-learn sends nothing of pandas.
+        """
         found: dict[str, dict[str, str]] = {}
         places = self.places()
         for package, version in self.client.items():
+            if version == MISSING:
+                continue
             differing = {where: theirs[package] for where, theirs in places.items() if theirs[package] != version}
             if differing:
                 found[package] = differing
         return found
+
+    def problems(self) -> list[tuple[str, list[str]]]:
+        """Give each mismatch as one line and the commands that end it: the client follows the scheduler, workers both.
+
+        `doctor` prints them; `check_versions` refuses the cluster with the same words.
+        """
+        found = []
+        for package, differing in self.mismatches().items():
+            line = f"{package}: client {self.client[package]} vs {_where(differing)}"
+            fixes = []
+            if "scheduler" in differing:
+                if package == "python":
+                    fixes.append(f"fix: run the client on Python {self.scheduler['python']}, then {CLIENT_FIX}")
+                else:
+                    wanted = f"{package}=={self.scheduler[package]}"
+                    fixes.append(f"fix (client): pip install '{wanted}', or all at once: {CLIENT_FIX}")
+            if any(where.startswith("worker") and version != self.scheduler[package] for where, version in differing.items()):
+                fixes.append(f"fix (workers): {WORKER_FIX}")
+            found.append((line, fixes))
+        return found
+
+
+def _where(differing: dict[str, str]) -> str:
+    """Give "scheduler 1.9.1, worker tcp://a 1.9.0" or, for many workers, "3 workers 1.9.1 (tcp://a, tcp://b, +1)"."""
+    parts = [f"scheduler {differing['scheduler']}"] if "scheduler" in differing else []
+    by_version: dict[str, list[str]] = {}
+    for where, version in differing.items():
+        if where.startswith("worker "):
+            by_version.setdefault(version, []).append(where.removeprefix("worker "))
+    for version, addresses in by_version.items():
+        if len(addresses) == 1:
+            parts.append(f"worker {addresses[0]} {version}")
+        else:
+            shown = ", ".join(addresses[:2]) + (f", +{len(addresses) - 2}" if len(addresses) > 2 else "")
+            parts.append(f"{len(addresses)} workers {version} ({shown})")
+    return ", ".join(parts)
 
 
 def versions_of(client: Client) -> VersionReport:
@@ -145,20 +194,17 @@ def versions_of(client: Client) -> VersionReport:
 def check_versions(client: Client) -> dict[str, str]:
     """Give the client's versions after checking the scheduler and every worker agree.
 
-    Raises VersionMismatchError naming each package that differs and where.
+    Raises VersionMismatchError naming each package that differs, where, and the fix:
+    the words `doctor` prints. Python compares major.minor only, so a patch-level
+    difference (3.11.7 here, 3.11.2 in the images) passes.
     """
     report = versions_of(client)
-    problems = []
-    for package, differing in report.mismatches().items():
-        where, theirs = next(iter(differing.items()))
-        more = f" (and {len(differing) - 1} more)" if len(differing) > 1 else ""
-        problems.append(f"{package} {report.client[package]} here vs {theirs} on {where}{more}")
+    problems = report.problems()
     if problems:
         raise VersionMismatchError(
             "version mismatch between this client and the cluster: "
-            + "; ".join(problems)
-            + ". Build client and cluster from the same lock file (docker/requirements.lock); "
-            "python -m skfleet doctor shows the fix"
+            + "; ".join(" ".join([f"{line}.", *(f"{fix}." for fix in fixes)]) for line, fixes in problems)
+            + " python -m skfleet doctor shows every version"
         )
     return report.client
 

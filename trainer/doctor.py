@@ -15,9 +15,6 @@ from dask.utils import format_bytes
 from skfleet import cluster
 from skfleet.errors import ClusterError, VersionMismatchError
 
-CLIENT_FIX = "pip install -c docker/constraints.txt ."
-WORKER_FIX = "docker compose up --detach --build --force-recreate scheduler worker  (VMs: ansible-playbook upgrade.yml)"
-
 
 def parser() -> argparse.ArgumentParser:
     """Give the argument parser of `doctor`."""
@@ -68,19 +65,8 @@ def worker_table(info: dict[str, Any]) -> str:
 
 
 def fixes(report: cluster.VersionReport) -> list[str]:
-    """Give the commands that end each mismatch: the client follows the scheduler, workers follow both."""
-    lines = []
-    for package, differing in report.mismatches().items():
-        places = ", ".join(f"{where} {version}" for where, version in differing.items())
-        lines.append(f"{package}: client {report.client[package]} vs {places}")
-        if "scheduler" in differing:
-            if package == "python":
-                lines.append(f"  fix: run the client on Python {report.scheduler['python']}, then {CLIENT_FIX}")
-            else:
-                lines.append(f"  fix (client): {CLIENT_FIX}   # or: pip install '{package}=={report.scheduler[package]}'")
-        if any(where.startswith("worker") and version != report.scheduler[package] for where, version in differing.items()):
-            lines.append(f"  fix (workers): {WORKER_FIX}")
-    return lines
+    """Give each mismatch and, indented, the commands that end it: the words the version gate refuses with."""
+    return [text for line, commands in report.problems() for text in (line, *(f"  {command}" for command in commands))]
 
 
 def run(argv: Sequence[str]) -> int:

@@ -19,13 +19,13 @@ import pandas as pd
 from dask.utils import format_bytes
 from distributed import Client
 from distributed.scheduler import KilledWorker
-from joblib._dask import DaskDistributedBackend
 from sklearn.base import clone
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401 (makes HalvingGridSearchCV importable)
 from sklearn.model_selection import GridSearchCV, HalvingGridSearchCV, ParameterGrid
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 
+from skfleet.backend import SkfleetBackend
 from skfleet.checkpoint import FitCheckpoint
 from skfleet.config import HALVING_FACTOR, SearchConfig
 from skfleet.errors import ClusterError, InputError, first_line
@@ -46,15 +46,12 @@ MEMORY_FIX = (
 log = logging.getLogger(__name__)
 
 
-class ClusterBackend(DaskDistributedBackend):
-    """joblib's Dask backend, never short-circuited into the calling process, with checkpoints.
+class ClusterBackend(SkfleetBackend):
+    """The users' backend (skfleet/backend.py: every fit on the cluster, nested work in its task), with checkpoints.
 
-    joblib runs a Parallel call in-process when its backend reports a single slot: on a
-    cluster of one single-threaded worker the whole search would run on the client.
-    Reporting at least two keeps every fit on the cluster; the scheduler queues the rest.
-
-    With a checkpoint, each finished fit is stored as its result reaches the client, and a
-    fit the checkpoint already holds is answered from it instead of being sent to the cluster.
+    The trainer checked versions as it connected. With a checkpoint, each finished fit is stored as
+    its result reaches the client, and a fit the checkpoint already holds is answered from it
+    instead of being sent to the cluster.
     """
 
     def __init__(
@@ -64,12 +61,9 @@ class ClusterBackend(DaskDistributedBackend):
         progress: ProgressBar | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, check_versions=False, **kwargs)
         self.checkpoint = checkpoint
         self.progress = progress
-
-    def effective_n_jobs(self, n_jobs):
-        return max(2, super().effective_n_jobs(n_jobs))
 
     def submit(self, func, callback=None):
         """Send a batch of joblib tasks to the cluster, less the fits the checkpoint holds."""

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 from dask.utils import format_bytes, format_time
 
 from scripts.ops.targets import ROOT, Fleet, Local, OpsError, Target, WorkerContainer
-from skfleet.cluster import CHECKED_PACKAGES, VersionReport, package_versions
-from skfleet.doctor import WORKER_FIX, table
+from skfleet.cluster import CHECKED_PACKAGES, WORKER_FIX, VersionReport, package_versions
+from skfleet.doctor import table
 
 PROBE = (Path(__file__).parent / "probe.py").read_text()
 RETIRE = (ROOT / "ansible" / "roles" / "dask_worker" / "files" / "retire_workers.py").read_text()

@@ -50,5 +50,5 @@ def test_drifted_worker_is_refused_by_doctor_and_trainer(stack: Stack, drifted_w
     before = stack.run_folders()
     trainer = stack.train("--synthetic-rows", "500", "--workers", str(N_WORKERS + 1))
     assert trainer.returncode == 4, trainer.stdout + trainer.stderr
-    assert f"{package} {ours} here vs {drifted} on worker tcp://" in trainer.stderr
+    assert f"{package}: client {ours} vs worker tcp://" in trainer.stderr and f" {drifted}." in trainer.stderr
     assert stack.run_folders() == before

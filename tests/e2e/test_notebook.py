@@ -77,8 +77,6 @@ def test_notebook_listens_on_loopback_only(notebook: Notebook) -> None:
         probe.connect((gateway, notebook.port))
 
 
-# The test's own client runs on the host's Python (3.11.7 here, 3.11.2 in the images).
-@pytest.mark.filterwarnings("ignore::distributed.versions.VersionMismatchWarning")
 def test_example_notebook_runs_its_search_on_the_cluster(notebook: Notebook) -> None:
     started = time.time()
     result = notebook.stack.compose(

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from skfleet import bench, cli
+from skfleet import bench
+from skfleet.__main__ import main
 
 pytestmark = pytest.mark.cluster
 
@@ -60,7 +61,7 @@ def test_the_compose_path_needs_a_scheduler(monkeypatch: pytest.MonkeyPatch, cap
 
 
 def test_the_trainer_runs_the_bench_as_a_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["bench", "--rows", "2000", "--paths", "serial", "--repeat", "1", "--halving-factor", "3"]) == 0
+    assert main(["bench", "--rows", "2000", "--paths", "serial", "--repeat", "1", "--halving-factor", "3"]) == 0
     out = capsys.readouterr().out
     assert "1,360 training rows" in out and out.count("\nserial ") == 1
 

@@ -13,8 +13,8 @@ import pytest
 from distributed import Client, LocalCluster, get_task_stream
 
 from skfleet import data, model, search
+from skfleet.__main__ import main
 from skfleet.checkpoint import FOLDER, FitCheckpoint
-from skfleet.cli import main
 from skfleet.config import SearchConfig
 
 pytestmark = pytest.mark.cluster

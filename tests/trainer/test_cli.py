@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from skfleet.cli import main
+from skfleet.__main__ import main
 from tests.conftest import asa_frame, write_csv
 
 

@@ -17,7 +17,7 @@ from distributed import Client, LocalCluster, get_task_stream
 from sklearn.model_selection import GridSearchCV
 
 from skfleet import cluster, data, model, report, search
-from skfleet.cli import main
+from skfleet.__main__ import main
 from skfleet.config import SearchConfig
 from skfleet.errors import ClusterError, VersionMismatchError
 
@@ -107,7 +107,10 @@ def test_version_mismatch_names_package_and_both_versions(tmp_path: Path, capsys
             cluster.check_versions(client)
         import sklearn
 
-        assert f"scikit-learn {sklearn.__version__} here vs 1.8.0 on worker" in str(error.value)
+        message = str(error.value)
+        assert f"scikit-learn: client {sklearn.__version__} vs worker tcp://" in message and " 1.8.0." in message
+        # The words doctor prints, fix included: the scheduler has the client's version, so the worker is the odd one.
+        assert "fix (workers): docker compose up --detach --build --force-recreate scheduler worker" in message
 
         # The CLI turns it into exit 4 before any fit, and writes nothing.
         monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", drifted.scheduler_address)

@@ -23,7 +23,7 @@ from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 
 from skfleet import layouts
-from skfleet.cli import main
+from skfleet.__main__ import main
 from skfleet.report import RUN_FILES
 from tests.conftest import asa_frame, write_csv
 

@@ -11,7 +11,7 @@ import pytest
 from sklearn.tree import DecisionTreeClassifier
 
 from skfleet import data, model, report_html, search
-from skfleet.cli import main
+from skfleet.__main__ import main
 from skfleet.config import SearchConfig
 
 

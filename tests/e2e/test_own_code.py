@@ -1,0 +1,170 @@
+"""Your own scikit-learn code against the stack, from this machine: code we did not write, the README's snippet, versions.
+
+The gallery examples come from scikit-learn's own source release, of the version the cluster
+runs, fetched from the package index at test time (its hash checked): none of their files is
+in this repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import ssl
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from distributed import Client
+from sklearn.datasets import load_digits
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.model_selection import GridSearchCV
+
+from tests import clients
+from tests.e2e.conftest import ROOT, Stack
+
+pytestmark = pytest.mark.docker
+
+# Gallery examples that use bundled or generated data, and finish in seconds; what each exercises.
+# (plot_grid_search_digits.py refits "the fastest to predict", a choice timing makes: not the same twice, even locally.)
+EXAMPLES = {
+    "model_selection/plot_nested_cross_validation_iris.py": "30 nested cross-validations: a search inside each fold's task",
+    "model_selection/plot_multi_metric_evaluation.py": "multi-metric GridSearchCV with return_train_score, n_jobs=2",
+    "model_selection/plot_successive_halving_heatmap.py": "HalvingGridSearchCV and GridSearchCV side by side",
+    "model_selection/plot_permutation_tests_for_classification.py": "permutation_test_score: 1,000 cross-validations",
+    "feature_selection/plot_rfe_with_cross_validation.py": "RFECV with n_jobs=2, the selected features printed",
+}
+# Lines that differ from run to run whatever runs them.
+TIMINGS = re.compile(r"\btook\b|\d+(?:\.\d+)? ?(?:s|secs?|seconds)\b", re.IGNORECASE)
+RUNNER = Path(__file__).with_name("run_example.py")
+
+
+def address(stack: Stack) -> str:
+    return f"tcp://127.0.0.1:{stack.scheduler_port}"
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Give a folder with EXAMPLES from scikit-learn's source release of the installed version."""
+    version = importlib.metadata.version("scikit-learn")
+    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+    context = ssl.create_default_context(cafile=os.environ.get("PIP_CERT") or None)
+    listing = urllib.request.Request(f"{index}/scikit-learn/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(listing, timeout=60, context=context) as response:
+        files = json.load(response)["files"]
+    (release,) = [entry for entry in files if entry["filename"] == f"scikit_learn-{version}.tar.gz"]
+    with urllib.request.urlopen(release["url"], timeout=300, context=context) as response:
+        archive = response.read()
+    assert hashlib.sha256(archive).hexdigest() == release["hashes"]["sha256"]
+    folder = tmp_path_factory.mktemp("gallery")
+    (folder / "release.tar.gz").write_bytes(archive)
+    wanted = {f"scikit_learn-{version}/examples/{path}": path.split("/")[-1] for path in EXAMPLES}
+    with tarfile.open(folder / "release.tar.gz") as release_archive:
+        for member in release_archive.getmembers():
+            if member.name in wanted:
+                (folder / wanted[member.name]).write_bytes(release_archive.extractfile(member).read())
+    assert sorted(path.name for path in folder.glob("*.py")) == sorted(path.split("/")[-1] for path in EXAMPLES)
+    return folder
+
+
+def run_example(script: Path, *args: str) -> tuple[list[str], str]:
+    result = subprocess.run(
+        [sys.executable, str(RUNNER), str(script), *args], capture_output=True, text=True, timeout=900, check=False
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return [line for line in result.stdout.splitlines() if not TIMINGS.search(line)], result.stderr
+
+
+@pytest.mark.parametrize("example", [path.split("/")[-1] for path in EXAMPLES])
+def test_a_gallery_example_prints_on_the_cluster_what_it_prints_locally(stack: Stack, gallery: Path, example: str) -> None:
+    local, _ = run_example(gallery / example)
+    ours, stderr = run_example(gallery / example, "--scheduler", address(stack))
+    assert local.index("--- results ---") < len(local) - 1, local  # a fitted search or scores to compare
+    assert ours == local
+    tasks = int(re.search(r"tasks: (\d+)", stderr)[1])
+    assert tasks > 0, stderr  # the work ran on the cluster, not in the client
+    assert "Mismatched versions" not in stderr
+
+
+def readme_snippet() -> str:
+    """Give the README's "Use your own code" snippet: the first python block that uses the skfleet backend."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Use your own code", 1)[1]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    return next(block for block in blocks if 'parallel_backend("skfleet")' in block)
+
+
+def test_the_readme_snippet_makes_one_task_per_forest_with_the_local_scores(stack: Stack, tmp_path: Path) -> None:
+    snippet = readme_snippet()
+    assert "tcp://127.0.0.1:8786" in snippet
+    script = tmp_path / "snippet.py"
+    script.write_text(snippet.replace("tcp://127.0.0.1:8786", address(stack)))
+    started = time.time()
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == ""  # no version table, no warning
+    with Client(address(stack), timeout=10) as client:
+        tasks = [str(task["key"]) for task in client.get_task_stream(start=started)]
+    # 20 candidates x 3 folds answered by 5 forests a fold: 15 tasks, no tree of its own anywhere.
+    assert len(tasks) == 15 and all(key.startswith("batch_of__fit_group_1_calls") for key in tasks), tasks[:20]
+    X, y = load_digits(return_X_y=True)
+    grid = {"n_estimators": [25, 50, 100, 200], "max_depth": [4, 8, 12, 16, None]}
+    local = GridSearchCV(RandomForestClassifier(random_state=0), grid, cv=3).fit(X, y)
+    assert result.stdout.splitlines()[0] == f"{local.best_params_} {round(local.best_score_, 4)}"
+    assert result.stdout.splitlines()[1] == "60 fits answered by 15 forest fits (3,000 of 5,625 trees)"
+
+
+def test_the_client_install_checks_itself_against_the_stack_with_doctor(stack: Stack, client_venv: Path) -> None:
+    # dask, distributed, scikit-learn and skfleet: no pandas, skops or matplotlib.
+    doctor = subprocess.run(
+        [str(client_venv / "bin" / "python"), "-m", "skfleet", "doctor", "--scheduler", address(stack)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "all versions match" in doctor.stdout
+    pandas = next(line for line in doctor.stdout.splitlines() if line.startswith("pandas"))
+    assert pandas.split()[1:3] == ["missing", importlib.metadata.version("pandas")], pandas
+    assert doctor.stderr == ""
+
+
+@pytest.fixture(scope="module")
+def older_scikit_learn(client_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The client install with scikit-learn 1.8.0 in place of the cluster's."""
+    return clients.overlay_venv(tmp_path_factory.mktemp("older") / "venv", client_venv, "scikit-learn==1.8.0")
+
+
+BACKEND_CLIENT = """
+import joblib, skfleet
+from distributed import Client
+with Client({address!r}, timeout=10):
+    with joblib.parallel_backend("skfleet"):
+        print("started")
+"""
+
+
+def test_a_client_with_another_scikit_learn_is_refused_naming_both_versions(stack: Stack, older_scikit_learn: Path) -> None:
+    python = str(older_scikit_learn / "bin" / "python")
+    ours = importlib.metadata.version("scikit-learn")
+    run = {"capture_output": True, "text": True, "timeout": 120, "check": False}
+    # The backend refuses as it starts, before any task is sent...
+    backend = subprocess.run([python, "-c", BACKEND_CLIENT.format(address=address(stack))], **run)
+    assert backend.returncode != 0 and "started" not in backend.stdout
+    refusal = "VersionMismatchError: version mismatch between this client and the cluster: "
+    refusal += f"scikit-learn: client 1.8.0 vs scheduler {ours}"
+    assert refusal in backend.stderr, backend.stderr
+    assert f"fix (client): pip install 'scikit-learn=={ours}'" in backend.stderr
+    # ...and doctor says the same, with the table.
+    doctor = subprocess.run([python, "-m", "skfleet", "doctor", "--scheduler", address(stack)], **run)
+    assert doctor.returncode == 4, doctor.stdout + doctor.stderr
+    assert f"scikit-learn: client 1.8.0 vs scheduler {ours}" in doctor.stdout
+    row = next(line for line in doctor.stdout.splitlines() if line.startswith("scikit-learn"))
+    assert row.split() == ["scikit-learn", "1.8.0", ours, ours, "MISMATCH"]

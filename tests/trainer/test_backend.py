@@ -1,0 +1,163 @@
+"""joblib.parallel_backend("skfleet") on a real Dask cluster: where the work runs, same results, versions gated."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import dask.config
+import distributed.versions
+import joblib
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster, get_task_stream
+from sklearn.datasets import load_digits, make_classification
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.model_selection import GridSearchCV, cross_validate
+
+import skfleet
+from skfleet.errors import ClusterError, VersionMismatchError
+from skfleet.forest_search import ForestGridSearchCV
+from tests.trainer.test_forest_search import assert_same_search
+
+pytestmark = pytest.mark.cluster
+
+GRID = {"n_estimators": [5, 10, 20], "max_depth": [4, None]}
+
+
+@pytest.fixture(scope="module")
+def local_cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def client(local_cluster: LocalCluster) -> Iterator[Client]:
+    with Client(local_cluster) as client:
+        yield client
+
+
+def task_functions(tasks: list[dict]) -> dict[str, int]:
+    """Give how many calls of each function the tasks ran: "batch_of__fit_and_score_3_calls" is 3 of _fit_and_score."""
+    calls: dict[str, int] = {}
+    for task in tasks:
+        found = re.match(r"(?:mixed_)?batch_of_(\w+?)_(\d+)_calls", str(task["key"]))
+        name, count = (found[1], int(found[2])) if found else (str(task["key"]).split("-")[0], 1)
+        calls[name] = calls.get(name, 0) + count
+    return calls
+
+
+def test_a_forest_search_makes_one_task_per_fit_never_per_tree_with_the_local_scores(client: Client) -> None:
+    X, y = load_digits(return_X_y=True)
+    forest = RandomForestClassifier(random_state=0, n_jobs=-1)
+    with get_task_stream(client) as stream, joblib.parallel_backend("skfleet"):
+        ours = GridSearchCV(forest, GRID, cv=3, n_jobs=-1).fit(X, y)
+    # The forest's trees, in the fits and in the refit, never became tasks of their own.
+    assert task_functions(stream.data) == {"_fit_and_score": 18}
+    assert all(task["worker"].startswith("tcp://") for task in stream.data)
+    assert_same_search(ours, GridSearchCV(forest, GRID, cv=3).fit(X, y), X)
+    assert client.direct_to_workers is True  # skfleet's Dask setting, read as the client was made
+
+
+def test_the_shared_trees_search_makes_one_task_per_forest(client: Client) -> None:
+    X, y = load_digits(return_X_y=True)
+    forest = RandomForestClassifier(random_state=0)
+    with get_task_stream(client) as stream, joblib.parallel_backend("skfleet"):
+        ours = ForestGridSearchCV(forest, GRID, cv=3, n_jobs=-1).fit(X, y)
+    assert task_functions(stream.data) == {"_fit_group": 6}
+    assert ours.shared_trees_.describe() == "18 fits answered by 6 forest fits (120 of 210 trees)"
+    assert_same_search(ours, GridSearchCV(forest, GRID, cv=3).fit(X, y), X)
+
+
+def test_joblibs_own_dask_backend_still_makes_tree_tasks(client: Client) -> None:
+    # The contrast the backend exists for (joblib#1013): if this ever fails, joblib fixed it.
+    X, y = make_classification(n_samples=200, random_state=0)
+    with get_task_stream(client) as stream, joblib.parallel_backend("dask"):
+        GridSearchCV(RandomForestClassifier(n_estimators=4, random_state=0), {"max_depth": [2, 3]}, cv=2).fit(X, y)
+    assert task_functions(stream.data).get("_parallel_build_trees", 0) > 0
+
+
+def test_nothing_runs_in_the_client_even_with_n_jobs_1_on_one_worker_thread() -> None:
+    X, y = make_classification(n_samples=200, random_state=0)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as one:
+        # A client made as if before `import skfleet`: distributed's own setting, None ("through the scheduler").
+        with dask.config.set({"distributed.client.direct-to-workers": None}):
+            client = Client(one)
+        with client, get_task_stream(client) as stream, joblib.parallel_backend("skfleet"):
+            found = cross_validate(RandomForestClassifier(n_estimators=5, random_state=0), X, y, cv=4, n_jobs=1)
+            assert client.direct_to_workers is None  # its own setting back after each call
+    # joblib runs an n_jobs=1 call in the calling process; on the cluster each fold was a task.
+    assert task_functions(stream.data) == {"_fit_and_score": 4}
+    expected = cross_validate(RandomForestClassifier(n_estimators=5, random_state=0), X, y, cv=4)
+    np.testing.assert_array_equal(found["test_score"], expected["test_score"])
+
+
+def test_a_worker_with_another_scikit_learn_is_refused_as_the_backend_starts(local_cluster: LocalCluster) -> None:
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as drifted:
+        with Client(drifted) as client:
+            client.run(_pretend_version, "scikit-learn", "1.8.0")
+            with pytest.raises(VersionMismatchError) as error, joblib.parallel_backend("skfleet"):
+                pytest.fail("the backend started")
+        import sklearn
+
+        message = str(error.value)
+        assert f"scikit-learn: client {sklearn.__version__} vs worker tcp://" in message and " 1.8.0." in message
+        with pytest.raises(VersionMismatchError, match="scikit-learn: client"):
+            skfleet.connect(drifted.scheduler_address, timeout=10)
+    with skfleet.connect(local_cluster.scheduler_address, timeout=10, workers=2) as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+
+
+def test_connect_says_why_it_cannot(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    with pytest.raises(ClusterError, match="pass an address or set DASK_SCHEDULER_ADDRESS"):
+        skfleet.connect()
+    with pytest.raises(ClusterError, match=re.escape("cannot reach the Dask scheduler at tcp://127.0.0.1:1")):
+        skfleet.connect("tcp://127.0.0.1:1", timeout=1)
+
+
+def _pretend_version(package: str, version: str) -> None:
+    real = distributed.versions._version_cached
+    distributed.versions._version_cached = lambda name: version if name == package else real(name)
+
+
+# A client that reports Python PYTHON (and PACKAGES) to the scheduler, which compares them with its own, really.
+CLIENT = """
+import distributed.versions, sys
+real = distributed.versions.get_package_info
+def reported(packages):
+    found = real(packages)
+    found["python"] = {python!r}
+    found.update({packages!r})
+    return found
+distributed.versions.get_package_info = reported
+import skfleet
+from distributed import Client
+with Client({address!r}, timeout=10) as client:
+    print("connected", len(client.scheduler_info()["workers"]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("python", "packages", "table"),
+    [
+        ("patch", {}, False),
+        ("patch", {"pandas": None}, False),  # a client install without pandas
+        ("minor", {}, True),
+        ("patch", {"pandas": "2.3.3"}, True),
+        ("patch", {"cloudpickle": None}, True),
+    ],
+)
+def test_distributeds_version_table_stays_quiet_for_a_python_patch_level_or_a_lacking_pandas_only(
+    local_cluster: LocalCluster, python: str, packages: dict[str, str | None], table: bool
+) -> None:
+    major, minor, micro = sys.version_info[:3]
+    reported = f"{major}.{minor}.{micro + 1}.final.0" if python == "patch" else f"{major}.{minor + 1}.0.final.0"
+    script = textwrap.dedent(CLIENT).format(python=reported, packages=packages, address=local_cluster.scheduler_address)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "connected 2"
+    assert ("Mismatched versions found" in result.stderr) is table, result.stderr

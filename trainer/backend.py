@@ -1,0 +1,149 @@
+"""Your own scikit-learn code on the cluster: `joblib.parallel_backend("skfleet")` and `skfleet.connect()`.
+
+`import skfleet` registers the backend. It is joblib's Dask backend (each task of a Parallel
+call, such as a GridSearchCV fit or a cross_validate fold, runs on a worker) with what the
+trainer learned:
+
+- Nested joblib work stays in the task's process. joblib's Dask backend sends a task's own
+  Parallel calls to the cluster too, whatever their n_jobs (joblib#1013): a forest's trees
+  become one task each, queued behind the fits that wait for them.
+- Work that asks joblib for threads (`prefer="threads"`: a forest's trees, nearest
+  neighbours) and is called outside any task, such as a search's refit, runs on this
+  process's threads, next to its data, instead of as one cluster task per tree.
+- Everything else runs on the cluster, even when joblib would run it here: joblib runs a
+  call in the calling process when its backend counts one slot (a cluster of one
+  single-threaded worker).
+- Data goes straight to the workers (skfleet's `distributed.client.direct-to-workers`),
+  unless the client was told otherwise.
+- Versions are checked as the backend starts: a client whose scikit-learn, numpy, ... differs
+  from the cluster's is refused with the words `doctor` prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import warnings
+from typing import Any
+
+import dask.config
+import joblib
+from distributed import Client
+from distributed.versions import VersionMismatchWarning
+from joblib._dask import DaskDistributedBackend
+from joblib._parallel_backends import FallbackToBackend, ThreadingBackend
+
+from skfleet import cluster
+from skfleet.errors import ClusterError
+
+BACKEND = "skfleet"
+
+log = logging.getLogger(__name__)
+
+
+class SkfleetBackend(DaskDistributedBackend):
+    """joblib's Dask backend, with nested work kept in each task's process and versions checked.
+
+    Takes joblib's Dask backend's arguments (`client`, `scatter`, `wait_for_workers_timeout`, ...),
+    and `check_versions=False` to skip the version check.
+    """
+
+    def __init__(self, *args: Any, check_versions: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if check_versions:
+            cluster.check_versions(self.client)
+        self._saved_direct: bool | None = None
+
+    async def _to_func_args(self, func: Any) -> tuple[Any, list[Any]]:
+        # joblib's Dask backend wraps each batch in a callable that runs it under its own backend
+        # ("dask"): that is what sends a task's nested work to the cluster. Ours runs it in place.
+        batch, tasks = await super()._to_func_args(func)
+        return InProcessBatch(repr(batch)), tasks
+
+    def configure(self, n_jobs: int = 1, parallel: Any = None, prefer: str | None = None, **backend_args: Any) -> int:
+        if prefer == "threads":
+            # Shared-memory work at the top (a refit's trees): on this process's threads, as joblib would run it.
+            raise FallbackToBackend(ThreadingBackend(nesting_level=self.nesting_level))
+        return super().configure(n_jobs=n_jobs, parallel=parallel, **backend_args)
+
+    def effective_n_jobs(self, n_jobs: int) -> int:
+        # joblib runs a call in the calling process when a backend counts one slot; two keep it on the cluster.
+        return max(2, super().effective_n_jobs(n_jobs))
+
+    def start_call(self) -> None:
+        super().start_call()
+        # A client made before `import skfleet` says nothing (None), which distributed reads as "through the scheduler".
+        self._saved_direct = self.client.direct_to_workers
+        if self._saved_direct is None:
+            self.client.direct_to_workers = dask.config.get("distributed.client.direct-to-workers", default=None)
+
+    def stop_call(self) -> None:
+        self.client.direct_to_workers = self._saved_direct
+        super().stop_call()
+
+
+class InProcessBatch:
+    """A batch of joblib calls for one Dask task, their own joblib work run in the worker's process, serially.
+
+    The worker thread already runs one task; threads of the task's own would compete with
+    the other tasks for the same cores.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, tasks: list[tuple[Any, list[Any], dict[str, Any]]]) -> list[Any]:
+        with joblib.parallel_config(backend="sequential"):
+            return [function(*args, **kwargs) for function, args, kwargs in tasks]
+
+    def __repr__(self) -> str:
+        return self.name  # the Dask task's key prefix: "batch_of__fit_and_score_2_calls"
+
+
+def register() -> None:
+    """Register the backend with joblib as "skfleet" (skfleet's __init__ calls it)."""
+    joblib.register_parallel_backend(BACKEND, SkfleetBackend)
+
+
+def connect(address: str | None = None, *, timeout: float = 10, workers: int = 1) -> Client:
+    """Give a client of the cluster at ADDRESS (default: `DASK_SCHEDULER_ADDRESS`), its versions checked.
+
+    Waits up to TIMEOUT seconds for the scheduler and for WORKERS workers. Raises ClusterError
+    when the cluster can't be reached, VersionMismatchError (the words `doctor` prints) when a
+    package that matters differs; a Python patch-level difference is no mismatch.
+    """
+    address = address or cluster.scheduler_address()
+    if address is None:
+        raise ClusterError("no cluster to connect to: pass an address or set DASK_SCHEDULER_ADDRESS")
+    client = cluster.open_client(address, timeout)
+    try:
+        cluster.wait_for_workers(client, address, workers, timeout)
+        versions = cluster.check_versions(client)
+    except BaseException:
+        client.close()
+        raise
+    log.debug("versions match on %s: %s", address, ", ".join(f"{name} {version}" for name, version in versions.items()))
+    return client
+
+
+def quiet_harmless_version_table() -> None:
+    """Silence distributed's version table when every difference it lists is harmless to this client.
+
+    distributed compares Python's full version at every connect and prints a 7-line table for
+    3.11.7 against 3.11.2; a client install without pandas gets one for pandas too. Pickles and
+    wheels don't change within a Python minor release, and nothing of a package the client lacks
+    crosses from it (skfleet's own check agrees on both). A table users learn to ignore hides
+    a real mismatch, so those cases stay quiet; any other difference still prints.
+    """
+    minor = re.escape(f"{sys.version_info.major}.{sys.version_info.minor}.")
+    version = rf"{minor}\d+\.\w+\.\d+"
+    cell = rf"\s*(?:{version}|\{{'{version}'(?:, '{version}')*\}})\s*"
+    python = rf"\|\s*python\s*\|{cell}\|{cell}\|(?:{cell}|\s*None\s*)\|\s*"
+    lacking = r"\|\s*(?:numpy|pandas)\s*\|\s*None\s*\|[^|\n]*\|[^|\n]*\|\s*"
+    border = r"\s*\+[-+]+\+\s*"
+    table = (
+        rf"Mismatched versions found\s*{border}\|\s*Package\s*\|\s*Client\s*\|\s*Scheduler\s*\|\s*Workers\s*\|{border}"
+        rf"(?:{python}|{lacking})+{border}\Z"
+    )
+    warnings.filterwarnings("ignore", message=table, category=VersionMismatchWarning)
