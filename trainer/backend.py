@@ -106,17 +106,19 @@ def register() -> None:
     joblib.register_parallel_backend(BACKEND, SkfleetBackend)
 
 
-def connect(address: str | None = None, *, timeout: float = 10, workers: int = 1) -> Client:
+def connect(address: str | None = None, *, timeout: float = 10, workers: int = 1, **client_options: Any) -> Client:
     """Give a client of the cluster at ADDRESS (default: `DASK_SCHEDULER_ADDRESS`), its versions checked.
 
-    Waits up to TIMEOUT seconds for the scheduler and for WORKERS workers. Raises ClusterError
-    when the cluster can't be reached, VersionMismatchError (the words `doctor` prints) when a
-    package that matters differs; a Python patch-level difference is no mismatch.
+    Waits up to TIMEOUT seconds for the scheduler and for WORKERS workers. CLIENT_OPTIONS go to
+    distributed's Client (`security=` for a TLS cluster, unless Dask's config already says it).
+    Raises ClusterError when the cluster can't be reached, VersionMismatchError (the words
+    `doctor` prints) when a package that matters differs; a Python patch-level difference is
+    no mismatch.
     """
     address = address or cluster.scheduler_address()
     if address is None:
         raise ClusterError("no cluster to connect to: pass an address or set DASK_SCHEDULER_ADDRESS")
-    client = cluster.open_client(address, timeout)
+    client = cluster.open_client(address, timeout, **client_options)
     try:
         cluster.wait_for_workers(client, address, workers, timeout)
         versions = cluster.check_versions(client)

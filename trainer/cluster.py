@@ -72,14 +72,23 @@ def connect(n_workers: int | None, timeout: float) -> Iterator[tuple[Client, Clu
         yield client, info
 
 
-def open_client(address: str, timeout: float) -> Client:
-    """Give a client of the scheduler at `address`, or a ClusterError saying why not."""
+def open_client(address: str, timeout: float, **options: Any) -> Client:
+    """Give a client of the scheduler at `address` (OPTIONS: Client's, e.g. security), or a ClusterError saying why not."""
     try:
-        return Client(address, timeout=f"{timeout}s")
+        return Client(address, timeout=f"{timeout}s", **options)
     except (OSError, TimeoutError) as error:
         raise ClusterError(f"cannot reach the Dask scheduler at {address}: {first_line(error)}") from None
     except ValueError as error:
         raise ClusterError(f"bad DASK_SCHEDULER_ADDRESS {address!r}: {first_line(error)}") from None
+    except TypeError as error:
+        if "ssl_context" not in str(error):
+            raise
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {address}: it speaks TLS and this client has no TLS settings. "
+            "Give it the cluster's CA and a client certificate and key: Dask config distributed.comm.tls.ca-file, "
+            ".client.cert and .client.key (DASK_DISTRIBUTED__COMM__TLS__CA_FILE, ...), or Client's security= "
+            "(docs/security.md)"
+        ) from None
 
 
 def wait_for_workers(client: Client, address: str, n_workers: int, timeout: float) -> None:

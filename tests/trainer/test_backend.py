@@ -14,6 +14,7 @@ import joblib
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster, get_task_stream
+from distributed.security import Security
 from sklearn.datasets import load_digits, make_classification
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import GridSearchCV, cross_validate
@@ -161,3 +162,19 @@ def test_distributeds_version_table_stays_quiet_for_a_python_patch_level_or_a_la
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "connected 2"
     assert ("Mismatched versions found" in result.stderr) is table, result.stderr
+
+
+def test_connect_and_the_backend_on_a_tls_cluster() -> None:
+    security = Security.temporary()  # a CA and a certificate for everyone: the cluster refuses a plain client
+    X, y = make_classification(n_samples=200, random_state=0)
+    with LocalCluster(n_workers=1, threads_per_worker=1, security=security, dashboard_address=":0") as secured:
+        assert secured.scheduler_address.startswith("tls://")
+        with pytest.raises(ClusterError, match="it speaks TLS and this client has no TLS settings"):
+            skfleet.connect(secured.scheduler_address, timeout=3)
+        with (
+            skfleet.connect(secured.scheduler_address, security=security) as client,
+            get_task_stream(client) as stream,
+            joblib.parallel_backend("skfleet"),
+        ):
+            cross_validate(RandomForestClassifier(n_estimators=3, random_state=0), X, y, cv=2)
+    assert task_functions(stream.data) == {"_fit_and_score": 2}
