@@ -1,8 +1,9 @@
-"""The README documents every knob of the root .env."""
+"""The docs: every knob of the root .env and every role variable documented, every link and reference resolving."""
 
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -73,3 +74,35 @@ def test_the_dask_settings_baked_into_the_images_are_dasks_own_keys() -> None:
         dask.config.update(defaults, tree)
     unknown = {key for key in keys(baked) if dask.config.get(key, default=None, config=defaults) is None}
     assert unknown == set(), sorted(unknown)
+
+
+def tracked(*patterns: str) -> list[Path]:
+    listed = subprocess.run(["git", "ls-files", *patterns], cwd=ROOT, capture_output=True, text=True, check=True)
+    return [ROOT / name for name in listed.stdout.split()]
+
+
+def test_every_link_of_the_docs_resolves_to_a_file_of_the_repository() -> None:
+    broken = []
+    documents = tracked("*.md")
+    assert len(documents) > 10
+    for document in documents:
+        for target in re.findall(r"\]\(([^)\s]+)\)", document.read_text()):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue  # a web address, or a heading of the same page
+            path = (document.parent / target.split("#")[0]).resolve()
+            if not path.is_relative_to(ROOT) or not path.exists():
+                broken.append(f"{document.relative_to(ROOT)}: {target}")
+    assert broken == []
+
+
+def test_nothing_refers_to_files_outside_the_repository() -> None:
+    # The repository stands alone: no sibling folder of a development machine, no absolute path of one.
+    outside = re.compile(r"\.\./shared|/work/main|AIRLINE_DATA\.md|VM_TEST_HOSTS\.md|STYLE\.md")
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in tracked()
+        if path.is_file() and path.suffix not in {".png", ".lock", ".ipynb"} and path.name != "test_docs.py"
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1)
+        if outside.search(line)
+    ]
+    assert found == []

@@ -22,7 +22,7 @@ PREFIX = "skfleet-vmsmoke"
 SUBNET = "10.231.8.0/24"
 ANSIBLE = Path(sys.executable).parent / "ansible"
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.vms]
 
 
 @pytest.fixture(scope="module")

@@ -246,7 +246,7 @@ class VmFleet:
         engine.containers.run(
             self.image,
             detach=True,
-            tty=True,  # systemd wants a console; also how VM_TEST_HOSTS.md booted it
+            tty=True,  # systemd wants a console
             name=vm.container,
             hostname=vm.name,
             labels=self._labels(),

@@ -1,14 +1,16 @@
-"""`python -m skfleet` and the `skfleet` command: train, or `doctor`, or `bench`. The one place errors become exit codes.
+"""`python -m skfleet [train|doctor|bench]`, the `skfleet` command: the one place errors become exit codes.
 
-Each command imports only what it needs: `doctor` runs in a client that has only dask,
-distributed and scikit-learn (`pip install -c docker/constraints.txt .`); training also needs
-the trainer's packages (`.[trainer]`: pandas, skops, matplotlib, ...).
+Without a command, `python -m skfleet OPTIONS` trains. Each command imports only what it
+needs: `doctor` runs in a client that has only dask, distributed and scikit-learn
+(`pip install -c docker/constraints.txt .`); training also needs the trainer's packages
+(`.[trainer]`: pandas, skops, matplotlib, ...).
 
 Exit codes: 0 success; 2 bad input or usage; 3 cluster problem; 4 version mismatch; 130 interrupted.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
 import sys
@@ -18,26 +20,60 @@ from types import ModuleType
 from skfleet.errors import InputError, TrainerError
 
 TRAINER_EXTRA = "pip install -c docker/constraints.txt '.[trainer]'"
+# Each command's options are its own module's parser: `doctor` must parse without the trainer's packages.
+COMMANDS = {
+    "train": "train the airline-delay RandomForest grid search on the Dask cluster (the default)",
+    "doctor": "check this client against a cluster: versions side by side, resources, TLS",
+    "bench": "time the search's execution paths side by side, on the same cores",
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    """Give the commands' parser: what `python -m skfleet --help` shows."""
+    cli = argparse.ArgumentParser(
+        prog="python -m skfleet",
+        usage="python -m skfleet [COMMAND] [OPTIONS]",
+        description="Distributed scikit-learn training on a Dask cluster: skfleet's airline-delay trainer.",
+        epilog="Without a command, python -m skfleet OPTIONS trains. A command's options: python -m skfleet COMMAND --help. "
+        "Exit codes: 0 success, 2 bad input, 3 cluster problem, 4 version mismatch, 130 interrupted.",
+    )
+    cli.add_argument("--version", action="store_true", help="print the trainer's version and exit")
+    commands = cli.add_subparsers(title="commands", metavar="COMMAND")
+    for name, summary in COMMANDS.items():
+        commands.add_parser(name, help=summary, add_help=False)
+    return cli
+
+
+def train(argv: Sequence[str] | None = None) -> int:
+    """The `skfleet-train` command: `python -m skfleet train`."""
+    return main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Give the process exit code; user errors print one line, never a stack trace.
 
     `python -m skfleet doctor ...` checks a cluster instead of training (skfleet.doctor);
-    `python -m skfleet bench ...` runs the side-by-side benchmark (skfleet.bench).
+    `python -m skfleet bench ...` runs the side-by-side benchmark (skfleet.bench);
+    `python -m skfleet [train] ...` trains (skfleet.cli).
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] in (["-h"], ["--help"]):
+        parser().print_help()
+        return 0
+    command = arguments[0] if arguments[:1] and arguments[0] in COMMANDS else "train"
+    if arguments[:1] == [command]:
+        arguments = arguments[1:]
     # distributed's own INFO lines (cluster start, worker joins) drown the trainer's.
     logging.getLogger("distributed").setLevel(logging.WARNING)
     # A lost scheduler is reported by the trainer itself, in one line with exit code 3;
     # the client's reconnect traceback (logged at ERROR as it gives up) would bury it.
     logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
-    if arguments[:1] == ["doctor"]:
+    if command == "doctor":
         from skfleet import doctor
 
-        return _exit_code(lambda: doctor.run(arguments[1:]))
-    if arguments[:1] == ["bench"]:
-        return _exit_code(lambda: _trainer_module("bench").main(arguments[1:]))
+        return _exit_code(lambda: doctor.run(arguments))
+    if command == "bench":
+        return _exit_code(lambda: _trainer_module("bench").main(arguments))
     return _exit_code(lambda: _trainer_module("cli").train_command(arguments))
 
 

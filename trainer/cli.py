@@ -36,9 +36,10 @@ def parser() -> argparse.ArgumentParser:
     settings = trainer_settings()
     search_defaults = SearchConfig()
     cli = ArgumentParser(
-        prog="python -m skfleet",
+        prog="python -m skfleet train",
         description="Train the airline-delay RandomForest grid search on a Dask cluster. "
-        "Uses the cluster at DASK_SCHEDULER_ADDRESS, or a local one when it is unset.",
+        "Uses the cluster at DASK_SCHEDULER_ADDRESS, or a local one when it is unset. "
+        "`train` may be left out: python -m skfleet OPTIONS.",
         epilog="Check a cluster instead: python -m skfleet doctor [--scheduler ADDRESS]. "
         "Benchmark the execution paths: python -m skfleet bench --help. "
         "Exit codes: 0 success, 2 bad input, 3 cluster problem, 4 version mismatch.",
@@ -216,7 +217,7 @@ def train(args: argparse.Namespace) -> int:
     checked = plan(args)
     config, pipeline, grid, halving_factor = checked.config, checked.pipeline, checked.grid, checked.halving_factor
     # Here, not at the top: a typo is reported in about the time scikit-learn takes to import.
-    from skfleet import checkpoint, cluster, report, search
+    from skfleet import checkpoint, cluster, evaluate, report, search
 
     dataset = data.load(
         args.data,
@@ -256,8 +257,8 @@ def train(args: argparse.Namespace) -> int:
     fits = checkpoint.FitCheckpoint(args.output, X_train, y_train, grid_search, resume=args.resume)
     with cluster.connect(args.workers, args.workers_timeout) as (client, cluster_info):
         outcome = search.run(grid_search, X_train, y_train, client, fits, paused_timeout=args.paused_timeout)
-    predictions = report.predict(outcome, X_test, y_test, y_train)
-    evaluation = report.evaluate(predictions)
+    predictions = evaluate.predict(outcome, X_test, y_test, y_train)
+    evaluation = evaluate.evaluate(predictions)
 
     run_id = report.new_run_id()
     settings = {

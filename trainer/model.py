@@ -15,13 +15,14 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
+from skfleet.config import CLASSIFIER_STEP
 from skfleet.data import TARGET_COLUMN
 from skfleet.errors import LeakError
 
 NUMERIC_FEATURES = ("Month", "DayofMonth", "DayOfWeek", "CRSDepTime", "CRSArrTime", "FlightNum", "Distance")
 AIRPORT_FEATURES = ("Origin", "Dest")
 CATEGORY_FEATURES = ("UniqueCarrier", "Route")
-# The 11 schedule-only features of AIRLINE_DATA.md: all known before departure.
+# The 11 schedule-only features (README "Data formats"): all known before departure.
 FEATURES = (*NUMERIC_FEATURES, "UniqueCarrier", *AIRPORT_FEATURES, "Route")
 
 # Known only after departure (or the answer itself): never a feature.
@@ -180,6 +181,6 @@ def build_pipeline(random_state: int = 10) -> Pipeline:
     return InProcessPipeline(
         [
             ("features", encoders),
-            ("classifier", RandomForestClassifier(random_state=random_state)),
+            (CLASSIFIER_STEP, RandomForestClassifier(random_state=random_state)),
         ]
     )

@@ -29,10 +29,12 @@ from sklearn.dummy import DummyClassifier
 from sklearn.metrics import confusion_matrix, get_scorer, roc_curve
 from sklearn.model_selection import GridSearchCV
 
+from skfleet.config import CLASSIFIER_STEP
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from skfleet.report import Predictions
+    from skfleet.evaluate import Predictions
 
 REPORT_FILE = "report.html"
 # Each figure's file, and the id of its <figure> in report.html.
@@ -50,7 +52,7 @@ TOP_CANDIDATES = 20
 # Above this many candidates the fit-time chart drops its per-candidate labels (they would not fit).
 LABELLED_CANDIDATES = 60
 # Grid parameters of the default grid: preferred as the heat map's axes when others have as many values.
-PREFERRED_AXES = ("classifier__n_estimators", "classifier__max_depth")
+PREFERRED_AXES = (f"{CLASSIFIER_STEP}__n_estimators", f"{CLASSIFIER_STEP}__max_depth")
 BASELINE_COLOUR = "#d62728"
 BEST_COLOUR = "#ff7f0e"
 BAR_COLOUR = "#4c72b0"
@@ -419,7 +421,7 @@ def _label(value: Any) -> str:
 
 
 def _short(name: str) -> str:
-    return name.removeprefix("classifier__")
+    return name.removeprefix(f"{CLASSIFIER_STEP}__")
 
 
 def _candidate_label(candidate: dict[str, Any], names: Sequence[str]) -> str:

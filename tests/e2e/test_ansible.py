@@ -43,6 +43,7 @@ from tests.vms import FLEET_LABEL, LABEL_KEY, LABEL_VALUE, VmFleet, destroy_left
 
 pytestmark = [
     pytest.mark.docker,
+    pytest.mark.vms,
     pytest.mark.timeout(1800),
     # This machine's Python and the images' differ in the micro version only (the trainer's gate agrees).
     pytest.mark.filterwarnings("ignore:Mismatched versions found"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -120,11 +121,6 @@ def test_invalid_grid_value_is_a_user_error(output: Path, capsys, monkeypatch) -
     assert_clean_failure(code, stderr, output, 2, "n_estimators")
 
 
-def test_usage_error_is_one_line(output: Path, capsys) -> None:
-    code, stderr = run(["--workers", "many"], output, capsys)
-    assert_clean_failure(code, stderr, output, 2, "argument --workers: invalid int value: 'many'", "python -m skfleet --help")
-
-
 def test_unreachable_scheduler_exits_3(output: Path, capsys, monkeypatch) -> None:
     # Port 9 on loopback: nothing listens there.
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:9")
@@ -139,3 +135,14 @@ def test_output_that_is_a_file(tmp_path: Path, capsys) -> None:
     assert code == 2
     assert "exists and is not a folder" in stderr
     assert output.read_text() == "mine"
+
+
+def test_the_commands_are_listed_and_train_is_the_default(output: Path, capsys) -> None:
+    assert main(["--help"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("usage: python -m skfleet [COMMAND] [OPTIONS]")
+    assert re.findall(r"^ {4}(\w+) ", shown, re.MULTILINE) == ["train", "doctor", "bench"]
+    # `train` may be said or left out: the same run, the same error for the same bad option.
+    for arguments in (["--workers", "many"], ["train", "--workers", "many"]):
+        code, stderr = run(arguments, output, capsys)
+        assert_clean_failure(code, stderr, output, 2, "invalid int value: 'many' (usage: python -m skfleet train --help)")

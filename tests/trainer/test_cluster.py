@@ -246,6 +246,9 @@ def test_workers_paused_at_their_memory_limit_end_the_search_with_the_fix(tmp_pa
         waited = time.monotonic() - started
     message = str(raised.value)
     assert message.startswith("the search stopped: all 2 workers have been paused for 3 s at "), message
+    # The runbook quotes the message as the user sees it.
+    runbook = " ".join((Path(__file__).resolve().parents[2] / "docs" / "runbooks" / "oom.md").read_text().split())
+    assert "the search stopped: all N workers have been paused for 60 s at ... of their ... memory limit" in runbook
     assert "of their 1.00 GiB memory limit: Dask pauses a worker at 80% of its limit" in message
     assert "SKFLEET_WORKER_MEMORY_LIMIT" in message
     assert 3 <= waited < 30, waited

@@ -96,14 +96,14 @@ def test_the_users_dask_config_file_wins(tmp_path: Path) -> None:
     )
     probe = "import dask.config, skfleet; print(dask.config.get('distributed.client.direct-to-workers'), "
     probe += "dask.config.get('skfleet.trainer.workers'), dask.config.get('skfleet.trainer.workers-timeout'))"
-    assert fresh_interpreter(probe, DASK_CONFIG=str(tmp_path)) == "False 5 120"
+    assert fresh_interpreter(probe, DASK_CONFIG=str(tmp_path)) == "False 5 180"
 
 
 def test_trainer_settings_from_environment_win_over_the_yaml() -> None:
     probe = "import dask.config, skfleet.dask_config as c; print(dask.config.get('skfleet.trainer.workers-timeout'), "
     probe += "c.trainer_settings().workers_timeout)"
-    assert fresh_interpreter(probe) == "120 120.0"
-    assert fresh_interpreter(probe, DASK_SKFLEET__TRAINER__WORKERS_TIMEOUT="180") == "180 180.0"
+    assert fresh_interpreter(probe) == "180 180.0"
+    assert fresh_interpreter(probe, DASK_SKFLEET__TRAINER__WORKERS_TIMEOUT="45") == "45 45.0"
 
 
 def test_shared_trees_default_comes_from_dask_config_and_the_option_wins() -> None:

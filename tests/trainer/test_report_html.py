@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from skfleet import data, model, report, report_html, search
+from skfleet import data, evaluate, model, report, report_html, search
 from skfleet.cluster import ClusterInfo
 from skfleet.config import SearchConfig
 
@@ -42,7 +42,7 @@ class Run:
     folder: Path
     results: dict[str, Any]
     outcome: search.SearchOutcome
-    predictions: report.Predictions
+    predictions: evaluate.Predictions
 
     def page(self) -> str:
         return (self.folder / report_html.REPORT_FILE).read_text(encoding="utf-8")
@@ -69,7 +69,7 @@ def fitted_run(output: Path, grid: dict[str, list[Any]], *, rows: int = 1500) ->
         n_fits_resumed=1,
         resumed_fit_seconds=0.5,
     )
-    predictions = report.predict(outcome, X_test, y_test, y_train)
+    predictions = evaluate.predict(outcome, X_test, y_test, y_train)
     cluster_info = ClusterInfo(
         scheduler_address=HOSTILE_SCHEDULER,
         dashboard_link=None,
@@ -83,7 +83,7 @@ def fitted_run(output: Path, grid: dict[str, list[Any]], *, rows: int = 1500) ->
         run_id=run_id,
         dataset=dataset,
         outcome=outcome,
-        evaluation=report.evaluate(predictions),
+        evaluation=evaluate.evaluate(predictions),
         cluster=cluster_info,
         n_train_rows=len(X_train),
         n_test_rows=len(X_test),
@@ -307,7 +307,7 @@ def test_a_hundred_thousand_test_rows_make_the_same_report(run: Run, tmp_path: P
     generator = np.random.default_rng(0)
     truth = generator.integers(0, 2, 100_000)
     probability = np.clip(truth * 0.3 + generator.random(100_000) * 0.7, 0, 1)
-    predictions = report.Predictions(
+    predictions = evaluate.Predictions(
         truth=truth, predicted=(probability >= 0.5).astype(int), positive_probability=probability, majority_class=0
     )
     report_html.write(tmp_path, run.results, run.outcome.search, predictions)
