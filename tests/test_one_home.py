@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -43,3 +46,47 @@ def test_the_images_base_has_one_default() -> None:
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
     (argument,) = re.findall(r"^ARG BASE_IMAGE=(\S+)$", dockerfile, re.MULTILINE)
     assert argument == env_file()["BASE_IMAGE"]
+
+
+def test_ansible_and_ops_count_all_workers_alike(tmp_path: Path) -> None:
+    # "Every worker": the trainer role waits for as many as ops.sh expects, each resolved by its own tool
+    # (Ansible's templating for the role's default, ops' reading of the inventory), on an inventory whose
+    # hosts run 3, 2 and the default number of worker processes.
+    from scripts.ops.targets import Fleet
+
+    inventory = tmp_path / "hosts.yml"
+    workers = {"w1": {"dask_worker_nworkers": 3}, "w2": {"dask_worker_nworkers": "2"}, "w3": {}}
+    inventory.write_text(
+        yaml.safe_dump({"all": {"children": {"dask_scheduler": {"hosts": {"s1": {}}}, "dask_workers": {"hosts": workers}}}})
+    )
+    answer = tmp_path / "trainer_workers"
+    playbook = tmp_path / "resolve.yml"
+    defaults = ROOT / "ansible" / "roles" / "trainer" / "defaults" / "main.yml"
+    playbook.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "hosts": "localhost",
+                    "connection": "local",
+                    "gather_facts": False,
+                    "tasks": [
+                        {"ansible.builtin.include_vars": {"file": str(defaults)}},
+                        {"ansible.builtin.copy": {"content": "{{ trainer_workers }}", "dest": str(answer), "mode": "0600"}},
+                    ],
+                }
+            ]
+        )
+    )
+    bin_dir = Path(sys.executable).parent
+    environment = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg")}
+    done = subprocess.run(
+        [str(bin_dir / "ansible-playbook"), "-i", str(inventory), str(playbook)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    worker_role = yaml.safe_load((ROOT / "ansible" / "roles" / "dask_worker" / "defaults" / "main.yml").read_text())
+    assert worker_role["dask_worker_nworkers"] == 1  # the fallback the trainer role's default assumes
+    assert int(answer.read_text()) == Fleet(inventory).expected_workers() == 3 + 2 + 1

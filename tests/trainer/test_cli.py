@@ -146,3 +146,15 @@ def test_the_commands_are_listed_and_train_is_the_default(output: Path, capsys) 
     for arguments in (["--workers", "many"], ["train", "--workers", "many"]):
         code, stderr = run(arguments, output, capsys)
         assert_clean_failure(code, stderr, output, 2, "invalid int value: 'many' (usage: python -m skfleet train --help)")
+
+
+def test_json_ends_the_run_with_one_line_for_scripts(output: Path, capsys) -> None:
+    grid = ["--param", "n_estimators=4", "--param", "max_depth=3", "--cv", "2"]
+    assert main(["--synthetic-rows", "800", *grid, "--output", str(output), "--json"]) == 0
+    captured = capsys.readouterr()
+    (line,) = captured.out.splitlines()  # stdout: the result, nothing else
+    result = json.loads(line)
+    folder = Path(result.pop("run_folder"))
+    assert folder.parent == output and folder.name == result["run_id"]
+    assert result == json.loads((folder / "results.json").read_text())
+    assert f"written to       {folder}" in captured.err  # the human summary, on stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.tree import DecisionTreeClassifier
 
-from skfleet import data, model, report_html, search
+from skfleet import data, figures, model, report_html, search
 from skfleet.__main__ import main
 from skfleet.config import SearchConfig
 
@@ -37,7 +38,7 @@ def test_the_report_shows_each_candidate_in_the_last_round_it_reached() -> None:
     grid = {"classifier__n_estimators": [2, 4, 6], "classifier__max_depth": [2, 4, 6]}
     halving = search.halving_search(model.build_pipeline(), grid, SearchConfig(), 3, verbose=False)
     halving.set_params(n_jobs=1).fit(features, target)
-    table, best = report_html.final_rounds(halving)
+    table, best = figures.final_rounds(halving)
     assert list(halving.n_candidates_) == [9, 3, 1]
     assert len(halving.cv_results_["params"]) == 13 and len(table["params"]) == 9
     assert table["params"][best] == halving.best_params_
@@ -71,8 +72,8 @@ def test_halving_on_the_cluster_writes_its_rounds(tmp_path: Path, capsys, monkey
     assert "successive halving, factor 3: 9 -> 3 -> 1 candidates on" in captured.err  # planned, before the fits
     cv_results = pd.read_csv(folder / "cv_results.csv")
     assert list(cv_results["iter"]) == [0] * 9 + [1] * 3 + [2]
-    page = (folder / report_html.REPORT_FILE).read_text()
-    assert "those that went further rank first" in page and "each candidate&#x27;s last round" in page
+    page = html.unescape((folder / report_html.REPORT_FILE).read_text())
+    assert "those that went further rank first" in page and "each candidate's last round" in page
 
 
 def test_halving_settings_are_checked_before_any_work(tmp_path: Path, capsys) -> None:
