@@ -1,65 +1,31 @@
-"""Shared fixtures: small data files of every layout, written from the synthetic generator; client installs."""
+"""Shared fixtures: data files of every layout, client installs, the Compose stack; the hooks of Docker-backed tests.
+
+Helpers live in plain modules beside this file (flights, stack, vms, clients, runbooks);
+the stack's session fixtures are defined in tests/stack.py and registered here.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from skfleet import synthetic
 from skfleet.data import bundled_flights_path
 from tests import clients
-
-# The full ASA 2009 header: 29 columns, of which the trainer needs 11.
-ASA_HEADER = [
-    "Year",
-    "Month",
-    "DayofMonth",
-    "DayOfWeek",
-    "DepTime",
-    "CRSDepTime",
-    "ArrTime",
-    "CRSArrTime",
-    "UniqueCarrier",
-    "FlightNum",
-    "TailNum",
-    "ActualElapsedTime",
-    "CRSElapsedTime",
-    "AirTime",
-    "ArrDelay",
-    "DepDelay",
-    "Origin",
-    "Dest",
-    "Distance",
-    "TaxiIn",
-    "TaxiOut",
-    "Cancelled",
-    "CancellationCode",
-    "Diverted",
-    "CarrierDelay",
-    "WeatherDelay",
-    "NASDelay",
-    "SecurityDelay",
-    "LateAircraftDelay",
-]
-
-
-def asa_frame(n_rows: int = 300, seed: int = 1) -> pd.DataFrame:
-    """Give synthetic flights with all 29 ASA columns, the extra ones filled as real files are."""
-    frame = synthetic.generate(n_rows, seed=seed)
-    for column in ASA_HEADER:
-        if column not in frame:
-            frame[column] = pd.NA
-    frame["TailNum"] = "N123AA"
-    frame["CancellationCode"] = ""
-    return frame[ASA_HEADER]
-
-
-def write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    """Write a frame as the ASA files are written: missing numbers are the literal NA."""
-    frame.to_csv(path, index=False, na_rep="NA")
-    return path
+from tests.flights import asa_frame, write_csv
+from tests.stack import (  # noqa: F401 - the stack's fixtures, registered by being named here
+    _docker_required,
+    _dump_logs_on_failure,
+    docker_cleanup,
+    docker_compose_file,
+    docker_compose_project_name,
+    docker_ready,
+    docker_setup,
+    stack,
+    stack_settings,
+)
 
 
 @pytest.fixture
@@ -119,3 +85,33 @@ def client_venv(client_wheel: tuple[Path, str], tmp_path_factory: pytest.TempPat
     output = clients.install(venv, str(client_wheel[0]))
     assert clients.warnings_in(output) == [], output
     return venv
+
+
+# ---------------------------------------------------------------------------- Docker-backed tests
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Skip Docker-backed tests without Docker, with the command that enables them; in CI, fail them."""
+    problem = None
+    checked = False
+    for item in items:
+        if "docker" not in item.keywords:
+            continue
+        if not checked:
+            problem, checked = docker_ready(), True
+        if problem is None:
+            continue
+        if os.environ.get("SKFLEET_REQUIRE_DOCKER") or os.environ.get("CI"):
+            # In CI, Docker-backed tests fail rather than skip.
+            item.add_marker(pytest.mark.usefixtures("_docker_required"))
+        else:
+            item.add_marker(
+                pytest.mark.skip(reason=f"{problem}: run scripts/test.sh (installs and starts Docker as root) to enable")
+            )
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report

@@ -8,7 +8,7 @@ script from the repository root; its info string may say what the test expects:
     ```sh background       keeps running (a tunnel): started, handed to the test, stopped by it
 
 Sections are addressed as "page.md#heading-slug". Tests name the sections they run as
-string literals, and tests/test_runbooks.py checks that every section with a command is
+string literals, and tests/docs/test_runbooks.py checks that every section with a command is
 named by some test.
 """
 

@@ -13,7 +13,7 @@ import pytest
 
 from skfleet import data, layouts
 from skfleet.errors import InputError
-from tests.conftest import asa_frame, write_csv
+from tests.flights import asa_frame, write_csv
 
 CANONICAL = [*layouts.BASE_COLUMNS, "ArrDelay"]
 

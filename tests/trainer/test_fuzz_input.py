@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from skfleet import layouts
 from skfleet.__main__ import main
 from skfleet.report import RUN_FILES
-from tests.conftest import asa_frame, write_csv
+from tests.flights import asa_frame, write_csv
 
 pytestmark = pytest.mark.cluster
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import N_WORKERS, Stack, drifted_image, joined_worker
+from tests.stack import N_WORKERS, Stack, drifted_image, joined_worker
 
 pytestmark = pytest.mark.docker
 

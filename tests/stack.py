@@ -1,4 +1,6 @@
-"""The Compose stack for end-to-end tests: images built once, the stack up once per session.
+"""The Compose stack for Docker-backed tests: images built once, the stack up once per session.
+
+Its fixtures are registered in tests/conftest.py; the helpers are imported from here.
 
 pytest-docker brings the stack up (build, then `up --wait` for healthy scheduler and
 workers) and down; the trainer runs as `docker compose run` against it, as a user would.
@@ -27,7 +29,7 @@ import requests
 
 from tests.vms import docker_client
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 N_WORKERS = 2
 # `docker compose` arguments that run the one-shot trainer against the running stack.
 TRAIN = ("run", "--rm", "--no-deps", "trainer")
@@ -46,35 +48,9 @@ def docker_ready() -> str | None:
     return None
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    problem = None
-    checked = False
-    for item in items:
-        if "docker" not in item.keywords:
-            continue
-        if not checked:
-            problem, checked = docker_ready(), True
-        if problem is None:
-            continue
-        if os.environ.get("SKFLEET_REQUIRE_DOCKER") or os.environ.get("CI"):
-            # In CI, Docker-backed tests fail rather than skip.
-            item.add_marker(pytest.mark.usefixtures("_docker_required"))
-        else:
-            item.add_marker(
-                pytest.mark.skip(reason=f"{problem}: run scripts/test.sh (installs and starts Docker as root) to enable")
-            )
-
-
 @pytest.fixture
 def _docker_required() -> None:
     pytest.fail(f"Docker-backed test without Docker: {docker_ready()}; .ci/run installs it with scripts/install-docker.sh")
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    report = yield
-    setattr(item, f"report_{report.when}", report)
-    return report
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:

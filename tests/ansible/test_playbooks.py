@@ -38,7 +38,7 @@ from distributed.security import Security
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import runbooks
-from tests.e2e.conftest import wait_for
+from tests.stack import wait_for
 from tests.vms import FLEET_LABEL, LABEL_KEY, LABEL_VALUE, VmFleet, destroy_leftovers, docker_client
 
 pytestmark = [

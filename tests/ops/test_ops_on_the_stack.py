@@ -20,7 +20,7 @@ import pytest
 from distributed import Client
 
 from tests import runbooks
-from tests.e2e.conftest import N_WORKERS, ROOT, Stack, drifted_image, joined_worker, wait_for
+from tests.stack import N_WORKERS, ROOT, Stack, drifted_image, joined_worker, wait_for
 from tests.vms import docker_client
 
 pytestmark = pytest.mark.docker

@@ -26,7 +26,7 @@ import docker.errors
 import pytest
 
 from skfleet.report import RUN_FILES
-from tests.e2e.conftest import N_WORKERS, ROOT, free_port
+from tests.stack import N_WORKERS, ROOT, free_port
 from tests.vms import docker_client
 
 pytestmark = pytest.mark.docker

@@ -27,7 +27,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import GridSearchCV
 
 from tests import clients
-from tests.e2e.conftest import ROOT, Stack
+from tests.stack import ROOT, Stack
 
 pytestmark = pytest.mark.docker
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 from distributed import Client
 
-from tests.e2e.conftest import ROOT, Stack, free_port
+from tests.stack import ROOT, Stack, free_port
 from tests.vms import docker_client
 
 pytestmark = pytest.mark.docker

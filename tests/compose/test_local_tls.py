@@ -24,7 +24,7 @@ from cryptography import x509
 from distributed import Client
 from distributed.security import Security
 
-from tests.e2e.conftest import N_WORKERS, ROOT, stack_environment
+from tests.stack import N_WORKERS, ROOT, stack_environment
 
 pytestmark = [
     pytest.mark.docker,

@@ -21,8 +21,8 @@ from distributed import Client
 
 from skfleet.report import RUN_FILES
 from tests import runbooks
-from tests.conftest import asa_frame, write_csv
-from tests.e2e.conftest import N_WORKERS, ROOT, Stack, crash, free_port, stack_environment, wait_for
+from tests.flights import asa_frame, write_csv
+from tests.stack import N_WORKERS, ROOT, Stack, crash, free_port, stack_environment, wait_for
 from tests.vms import docker_client
 
 pytestmark = [

@@ -16,7 +16,7 @@ import pytest
 
 from tests.vms import VmFleet, destroy_leftovers, run_command
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Not the Ansible tests' prefix and subnet, so neither run clears or collides with the other.
 PREFIX = "skfleet-vmsmoke"
 SUBNET = "10.231.8.0/24"

@@ -9,7 +9,7 @@ import pytest
 
 from tests import runbooks
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAGES = sorted(path.name for path in runbooks.RUNBOOKS.glob("*.md") if path.name != "README.md")
 # The situations ops asked for, one page each.
 SITUATIONS = {

@@ -12,7 +12,7 @@ import yaml
 
 from skfleet import dask_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def env_file() -> dict[str, str]:
