@@ -227,7 +227,7 @@ def train(args: argparse.Namespace, result: TextIO | None = None) -> int:
     checked = plan(args)
     config, pipeline, grid, halving_factor = checked.config, checked.pipeline, checked.grid, checked.halving_factor
     # Here, not at the top: a typo is reported in about the time scikit-learn takes to import.
-    from skfleet import checkpoint, cluster, evaluate, report, search
+    from skfleet import checkpoint, cluster, evaluate, report, results, search
 
     dataset = data.load(
         args.data,
@@ -270,7 +270,7 @@ def train(args: argparse.Namespace, result: TextIO | None = None) -> int:
     predictions = evaluate.predict(outcome, X_test, y_test, y_train)
     evaluation = evaluate.evaluate(predictions)
 
-    run_id = report.new_run_id()
+    run_id = results.new_run_id()
     settings = {
         "search": args.search,
         "halving_factor": halving_factor if args.search == "halving" else None,
@@ -284,7 +284,7 @@ def train(args: argparse.Namespace, result: TextIO | None = None) -> int:
         "top_routes": args.top_routes,
         "sample_rows": args.sample_rows,
     }
-    results = report.results_document(
+    ran = results.Results.of_run(
         run_id=run_id,
         dataset=dataset,
         outcome=outcome,
@@ -294,12 +294,13 @@ def train(args: argparse.Namespace, result: TextIO | None = None) -> int:
         n_test_rows=len(X_test),
         settings=settings,
         crosscheck_mismatches=mismatches,
+        report_files=report.files(),
     )
-    folder = report.write_run(args.output, run_id, results, outcome, predictions)
+    folder = report.write_run(args.output, ran, outcome, predictions)
     fits.discard()
-    print(report.summary(results, folder), flush=True)
+    print(results.summary(ran, folder), flush=True)
     if result is not None:
-        print(report.result_line(results, folder), file=result, flush=True)
+        print(results.result_line(ran, folder), file=result, flush=True)
     return 0
 
 

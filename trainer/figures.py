@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from skfleet.evaluate import Predictions
+    from skfleet.results import Results
 
 # Pixels per inch of the PNGs: about 700 x 500 px for a default figure, sharp enough, small enough to embed.
 DPI = 110
@@ -42,7 +43,7 @@ BAR_COLOUR = "#4c72b0"
 class Inputs:
     """What a drawer may look at: the run's results, the search's final rounds and the test-set predictions."""
 
-    results: Mapping[str, Any]
+    results: Results
     cv_results: dict[str, Any]
     best_index: int
     predictions: Predictions
@@ -51,7 +52,7 @@ class Inputs:
 
     @property
     def scoring(self) -> str:
-        return self.results["scoring"]
+        return self.results.scoring
 
 
 Drawer = Callable[["Figure", Inputs], str]
@@ -278,10 +279,10 @@ def fit_times(figure: Figure, given: Inputs) -> str:
         ax.bar(np.arange(1, len(params) + 1), seconds, color=colours, width=1.0)
         ax.set_xlabel("candidate (cv_results.csv order)")
         ax.set_ylabel("mean fit time per fold (s)")
-    resumed = f" ({results['n_fits_resumed']} resumed from a checkpoint)" if results["n_fits_resumed"] else ""
+    resumed = f" ({results.n_fits_resumed} resumed from a checkpoint)" if results.n_fits_resumed else ""
     ax.set_title(
-        f"{results['n_fits']} fits{resumed} in {results['fit_seconds']:.1f} s{_rounds_note(cv_results)}\n"
-        f"on {results['n_workers']} workers ({results['n_threads']} threads); the best candidate in orange",
+        f"{results.n_fits} fits{resumed} in {results.fit_seconds:.1f} s{_rounds_note(cv_results)}\n"
+        f"on {results.n_workers} workers ({results.n_threads} threads); the best candidate in orange",
         fontsize=10,
     )
     slowest = int(np.argmax(seconds))
@@ -315,7 +316,7 @@ def roc(figure: Figure, given: Inputs) -> str:
         ax.set_title(f"ROC curve on the test set ({n_rows})", fontsize=10)
         return f"ROC curve on the test set: undefined, the {n_rows} hold a single class."
     false_positive, true_positive, _ = roc_curve(truth, predictions.positive_probability, pos_label=1)
-    auc = results["test_roc_auc"]
+    auc = results.test_roc_auc
     ax.plot(false_positive, true_positive, color=BAR_COLOUR, linewidth=2, label=f"best model (AUC {auc:.4f})")
     positives = truth == 1
     operating_point = (np.mean(predictions.predicted[~positives] == 1), np.mean(predictions.predicted[positives] == 1))
@@ -335,7 +336,7 @@ def confusion(figure: Figure, given: Inputs) -> str:
     figure.set_size_inches(5.5, 4.5)
     ax = figure.subplots()
     counts = confusion_matrix(predictions.truth, predictions.predicted, labels=[0, 1])
-    names = [f"not {results['target']}", results["target"]]
+    names = [f"not {results.target}", results.target]
     image = ax.imshow(counts, cmap="Blues")
     total = max(int(counts.sum()), 1)
     for (row, column), count in np.ndenumerate(counts):
@@ -355,15 +356,15 @@ def confusion(figure: Figure, given: Inputs) -> str:
     ax.set_ylabel("actual")
     figure.colorbar(image, ax=ax, label="test rows")
     ax.set_title(
-        f"Test accuracy {results['test_accuracy']:.4f}; majority baseline\n"
-        f"(always '{names[predictions.majority_class]}') {results['baseline_accuracy']:.4f}",
+        f"Test accuracy {results.test_accuracy:.4f}; majority baseline\n"
+        f"(always '{names[predictions.majority_class]}') {results.baseline_accuracy:.4f}",
         fontsize=10,
     )
     (true_negative, false_positive), (false_negative, true_positive) = counts
     return (
         f"Confusion matrix on the test set: {true_negative:,} true negatives, {false_positive:,} false positives, "
         f"{false_negative:,} false negatives, {true_positive:,} true positives; test accuracy "
-        f"{results['test_accuracy']:.4f} against the majority baseline's {results['baseline_accuracy']:.4f}."
+        f"{results.test_accuracy:.4f} against the majority baseline's {results.baseline_accuracy:.4f}."
     )
 
 

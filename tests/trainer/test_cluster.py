@@ -16,10 +16,11 @@ from dask.sizeof import sizeof
 from distributed import Client, LocalCluster, get_task_stream
 from sklearn.model_selection import GridSearchCV
 
-from skfleet import cluster, data, model, report, search
+from skfleet import cluster, data, model, search
 from skfleet.__main__ import main
 from skfleet.config import SearchConfig
 from skfleet.errors import ClusterError, VersionMismatchError
+from skfleet.results import Results, load_model
 
 pytestmark = pytest.mark.cluster
 
@@ -190,7 +191,9 @@ def test_full_run_writes_the_run_folder(tmp_path: Path, capsys, monkeypatch) -> 
         assert f"  grid edge        {edge['description']}" in captured.out
         assert edge["description"] in (folder / "report.html").read_text()
 
-    fitted = report.load_model(folder / "model.skops")
+    assert Results.read(folder).to_json() == results  # typed, and back, key for key
+
+    fitted = load_model(folder / "model.skops")
     frame = data.load(None, synthetic_rows=3000).frame
     features, _ = model.feature_matrix(frame.head(50))
     assert fitted.predict(features).shape == (50,)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.tree import DecisionTreeClassifier
 
-from skfleet import data, figures, model, report_html, search
+from skfleet import data, figures, model, report, search
 from skfleet.__main__ import main
 from skfleet.config import SearchConfig
 
@@ -72,7 +72,7 @@ def test_halving_on_the_cluster_writes_its_rounds(tmp_path: Path, capsys, monkey
     assert "successive halving, factor 3: 9 -> 3 -> 1 candidates on" in captured.err  # planned, before the fits
     cv_results = pd.read_csv(folder / "cv_results.csv")
     assert list(cv_results["iter"]) == [0] * 9 + [1] * 3 + [2]
-    page = html.unescape((folder / report_html.REPORT_FILE).read_text())
+    page = html.unescape((folder / report.REPORT_FILE).read_text())
     assert "those that went further rank first" in page and "each candidate's last round" in page
 
 

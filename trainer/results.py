@@ -1,0 +1,254 @@
+"""What a run found, typed: Results, which writes and reads results.json; the atomic run folder; the model, loaded back.
+
+skfleet/report.py writes a run folder: these files, then the report page and its figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import skops.io
+
+from skfleet.cluster import ClusterInfo
+from skfleet.data import Dataset
+from skfleet.errors import InputError
+from skfleet.evaluate import Evaluation
+from skfleet.search import SearchOutcome, grid_edges
+
+RESULTS_FILE = "results.json"
+MODEL_FILE = "model.skops"
+# What write_files puts in a run folder: the results, the CV table (every candidate), the model.
+FILES = [RESULTS_FILE, "cv_results.csv", MODEL_FILE]
+# Types the model file holds beyond what skops trusts by default: the forest's tree
+# structure (scikit-learn's own), our pipeline and our encoder. Anything else is refused on load.
+TRUSTED_MODEL_TYPES = [
+    "sklearn.tree._tree.Tree",
+    "skfleet.model.InProcessPipeline",
+    "skfleet.model.CategoryCodes",
+]
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Give a sortable, unique run id: UTC timestamp and a short random suffix."""
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+@contextlib.contextmanager
+def atomic_run_folder(output: Path, run_id: str) -> Iterator[Path]:
+    """Give a hidden temporary folder that becomes `output/run_id` only if the block succeeds."""
+    output.mkdir(parents=True, exist_ok=True)
+    partial = output / f".{run_id}.partial"
+    partial.mkdir()
+    try:
+        yield partial
+        os.rename(partial, output / run_id)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+@dataclass(frozen=True)
+class Results:
+    """results.json: what a run found, on which data and cluster, with which settings.
+
+    Its fields are results.json's keys, in order: a stable interface (see the README), read by
+    the report, the summary, `--json` and ops. `read` gives it back from a run folder.
+    """
+
+    run_id: str
+    best_params: dict[str, Any]
+    best_cv_score: float
+    scoring: str
+    test_accuracy: float
+    test_roc_auc: float
+    baseline_accuracy: float
+    positive_rate: float
+    n_train_rows: int
+    n_test_rows: int
+    n_rows_read: int
+    n_dropped_rows: int
+    target: str
+    target_crosscheck_mismatches: int | None
+    fit_seconds: float
+    n_candidates: int
+    n_fits: int
+    # "grid" (one round), or "halving": successive halving's rounds, on more rows each.
+    search: str
+    rounds: list[dict[str, int]]
+    n_fits_resumed: int
+    resumed_fit_seconds: float
+    # The exhaustive search's shared forests (skfleet.forest_search), or None for halving.
+    shared_trees: dict[str, Any] | None
+    # Parameters of the best candidate at an edge of the grid: widen the grid that way.
+    grid_edges: list[dict[str, Any]]
+    scheduler_address: str
+    local_cluster: bool
+    n_workers: int
+    n_threads: int
+    versions: dict[str, str]
+    dataset: dict[str, str]
+    settings: dict[str, Any]
+    # Beside results.json: the report page and its figures (skfleet/report.py, skfleet/figures.py).
+    report_files: list[str]
+    finished_at: str
+
+    @classmethod
+    def of_run(
+        cls,
+        *,
+        run_id: str,
+        dataset: Dataset,
+        outcome: SearchOutcome,
+        evaluation: Evaluation,
+        cluster: ClusterInfo,
+        n_train_rows: int,
+        n_test_rows: int,
+        settings: dict[str, Any],
+        crosscheck_mismatches: int | None,
+        report_files: list[str],
+    ) -> Results:
+        """Give the results of a finished search, evaluated on the test set."""
+        search = outcome.search
+        return cls(
+            run_id=run_id,
+            best_params=_plain(search.best_params_),
+            best_cv_score=float(search.best_score_),
+            scoring=settings["scoring"],
+            **asdict(evaluation),
+            n_train_rows=n_train_rows,
+            n_test_rows=n_test_rows,
+            n_rows_read=dataset.n_rows_read,
+            n_dropped_rows=dataset.n_dropped_rows,
+            target=dataset.target,
+            target_crosscheck_mismatches=crosscheck_mismatches,
+            fit_seconds=round(outcome.fit_seconds, 3),
+            n_candidates=outcome.n_candidates,
+            n_fits=outcome.n_fits,
+            search=settings.get("search", "grid"),
+            rounds=[{"candidates": candidates, "rows": rows} for candidates, rows in outcome.rounds],
+            n_fits_resumed=outcome.n_fits_resumed,
+            resumed_fit_seconds=round(outcome.resumed_fit_seconds, 3),
+            shared_trees=None
+            if outcome.shared_trees is None
+            else {**asdict(outcome.shared_trees), "description": outcome.shared_trees.describe()},
+            grid_edges=[_plain({**asdict(edge), "description": edge.describe()}) for edge in grid_edges(search)],
+            scheduler_address=cluster.scheduler_address,
+            local_cluster=cluster.local,
+            n_workers=cluster.n_workers,
+            n_threads=cluster.n_threads,
+            versions=cluster.versions,
+            dataset={"name": dataset.name, "layout": dataset.layout, "checksum": dataset.checksum},
+            settings=_plain(settings),
+            report_files=list(report_files),
+            finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Give results.json's contents."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, document: Any, source: str = "results.json") -> Results:
+        """Give the results a results.json holds; refuses one that lacks a key (SOURCE names it)."""
+        if not isinstance(document, dict):
+            raise InputError(f"{source}: not a skfleet results.json (a JSON object was expected)")
+        missing = [field.name for field in fields(cls) if field.name not in document]
+        if missing:
+            raise InputError(f"{source}: not a skfleet results.json of this version: no {', '.join(missing)}")
+        return cls(**{field.name: document[field.name] for field in fields(cls)})
+
+    @classmethod
+    def read(cls, path: Path) -> Results:
+        """Give the results of a run folder's results.json (PATH: the file or its folder)."""
+        path = path / RESULTS_FILE if path.is_dir() else path
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise InputError(f"{path}: cannot read results: {error}") from None
+        return cls.from_json(document, str(path))
+
+
+def write_files(folder: Path, results: Results, search: Any) -> None:
+    """Write results.json, cv_results.csv and the best model (model.skops) into FOLDER."""
+    (folder / RESULTS_FILE).write_text(json.dumps(results.to_json(), indent=2, sort_keys=False) + "\n")
+    cv_results = pd.DataFrame(search.cv_results_)
+    cv_results["params"] = cv_results["params"].map(lambda params: json.dumps(_plain(params), sort_keys=True))
+    cv_results.to_csv(folder / "cv_results.csv", index=False)
+    skops.io.dump(search.best_estimator_, folder / MODEL_FILE)
+
+
+def load_model(path: Path):
+    """Give the fitted pipeline from a run's model.skops; refuses types skfleet never writes.
+
+    skops loads without running code from the file, unlike pickle or joblib.
+    """
+    untrusted = skops.io.get_untrusted_types(file=path)
+    unexpected = sorted(set(untrusted) - set(TRUSTED_MODEL_TYPES))
+    if unexpected:
+        raise InputError(f"{path}: holds types skfleet does not write: {', '.join(unexpected)}")
+    return skops.io.load(path, trusted=untrusted)
+
+
+def summary(results: Results, folder: Path) -> str:
+    """Give the short human summary printed at the end of a run."""
+    params = ", ".join(f"{key.split('__')[-1]}={value}" for key, value in results.best_params.items())
+    cluster = "local cluster" if results.local_cluster else results.scheduler_address
+    lines = [
+        f"run {results.run_id} on {results.dataset['name']} ({results.n_train_rows:,} train / "
+        f"{results.n_test_rows:,} test rows, {results.n_dropped_rows:,} dropped without target)",
+        f"  best params      {params}",
+        f"  best CV {results.scoring:<8} {results.best_cv_score:.4f}",
+        f"  test accuracy    {results.test_accuracy:.4f}  (majority baseline {results.baseline_accuracy:.4f})",
+        f"  test ROC AUC     {results.test_roc_auc:.4f}",
+        f"  fit              {results.n_fits} fits in {results.fit_seconds:.1f} s on {cluster} "
+        f"({results.n_workers} workers, {results.n_threads} threads)",
+        f"  written to       {folder}",
+    ]
+    if results.search == "halving":
+        lines.insert(-2, f"  search           {halving_text(results)}")
+    if results.shared_trees:
+        lines.insert(-1, f"  shared trees     {results.shared_trees['description']}")
+    for edge in results.grid_edges:
+        lines.insert(-1, f"  grid edge        {edge['description']}")
+    if results.n_fits_resumed:
+        lines.insert(
+            -1,
+            f"  resumed          {results.n_fits_resumed} of {results.n_fits} fits from the checkpoint of an "
+            f"interrupted run (saved {results.resumed_fit_seconds:.1f} s of fitting)",
+        )
+    return "\n".join(lines)
+
+
+def result_line(results: Results, folder: Path) -> str:
+    """Give the run's result for scripts (`--json`): results.json's keys and the run folder, as one line of JSON."""
+    return json.dumps({**results.to_json(), "run_folder": str(folder)}, separators=(",", ":"))
+
+
+def halving_text(results: Results) -> str:
+    """Give successive halving's rounds in words: "factor 5: 25 -> 5 -> 1 candidates on 5,445 -> ... rows"."""
+    candidates = " -> ".join(str(step["candidates"]) for step in results.rounds)
+    rows = " -> ".join(format(step["rows"], ",") for step in results.rounds)
+    return f"successive halving, factor {results.settings['halving_factor']}: {candidates} candidates on {rows} rows"
+
+
+def _plain(value: Any) -> Any:
+    """Give a JSON-ready copy: numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
