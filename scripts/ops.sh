@@ -7,4 +7,5 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 "${SKFLEET_ROOT}/scripts/dev-env.sh"
-PYTHONPATH="${SKFLEET_ROOT}${PYTHONPATH:+:${PYTHONPATH}}" exec "${SKFLEET_ROOT}/.venv/bin/python" -m scripts.ops "$@"
+export SKFLEET_ROOT  # the checkout skfleet-ops acts on: this one
+exec "${SKFLEET_ROOT}/.venv/bin/skfleet-ops" "$@"

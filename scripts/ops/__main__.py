@@ -1,5 +1,8 @@
 """skfleet's day-2 tasks, for the local Compose stack or, with -i, the hosts of an Ansible inventory.
 
+`skfleet-ops` (the console script of the `ops` extra), `python -m skfleet_ops` or scripts/ops.sh
+(which builds .venv first) run them, on the checkout named by SKFLEET_ROOT or found from here.
+
     scripts/ops.sh [-i INVENTORY] status [--json] [--wait SECONDS]
     scripts/ops.sh [-i INVENTORY] logs [--output DIR]
     scripts/ops.sh [-i INVENTORY] restart-worker NAME
@@ -19,13 +22,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from scripts.ops import tasks
-from scripts.ops.targets import Fleet, Local, OpsError
+try:
+    from skfleet_ops import tasks
+    from skfleet_ops.targets import Fleet, Local, OpsError
+except ModuleNotFoundError as missing:  # a client install, without the ops extra
+    sys.exit(
+        f"error: skfleet-ops needs {missing.name}, which this install lacks: "
+        "pip install -r ansible/requirements.txt (the controller's pins), or pip install '.[ops]'"
+    )
 
 
 def parser() -> argparse.ArgumentParser:
     cli = argparse.ArgumentParser(
-        prog="scripts/ops.sh",
+        prog="skfleet-ops",
         description="Day-2 tasks for a skfleet cluster: the local Compose stack, or the hosts of an Ansible inventory.",
         epilog="Runbooks: docs/runbooks/README.md",
     )

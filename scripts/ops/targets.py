@@ -31,7 +31,24 @@ import yaml
 from docker.models.containers import Container
 from fabric import Connection
 
-ROOT = Path(__file__).resolve().parents[2]
+
+def project_root() -> Path:
+    """Give the skfleet checkout the tasks act on: its compose.yaml, ansible/ and docs are theirs.
+
+    SKFLEET_ROOT when set; else the checkout this package is installed from (pip install -e,
+    scripts/ops.sh); else the nearest folder at or above the working directory that holds one.
+    """
+    if os.environ.get("SKFLEET_ROOT"):
+        return Path(os.environ["SKFLEET_ROOT"]).resolve()
+    source = Path(__file__).resolve().parents[2]  # scripts/ops/ of a checkout
+    working = Path.cwd().resolve()
+    for folder in (source, working, *working.parents):
+        if (folder / "compose.yaml").is_file() and (folder / "ansible" / "site.yml").is_file():
+            return folder
+    return working
+
+
+ROOT = project_root()
 ROLES = ROOT / "ansible" / "roles"
 LOCAL_HOST = "localhost"
 # Each call to the local Docker engine's API; a command run in a container has a limit of its own.

@@ -20,12 +20,12 @@ from urllib.parse import urlsplit
 
 from dask.utils import format_bytes, format_time
 
-from scripts.ops.targets import ROOT, Fleet, Local, OpsError, Target, WorkerContainer
 from skfleet.cluster import CHECKED_PACKAGES, WORKER_FIX, VersionReport, package_versions
 from skfleet.doctor import table
+from skfleet_ops.targets import ROOT, Fleet, Local, OpsError, Target, WorkerContainer
 
 PROBE = (Path(__file__).parent / "probe.py").read_text()
-RETIRE = (ROOT / "ansible" / "roles" / "dask_worker" / "files" / "retire_workers.py").read_text()
+RETIRE = ROOT / "ansible" / "roles" / "dask_worker" / "files" / "retire_workers.py"
 # Exit codes of `status`: a probe can tell "down" from "running, but on the wrong versions".
 HEALTHY, UNHEALTHY, MISMATCH = 0, 1, 4
 # A worker above this share of its memory limit is named (Dask pauses it at 80 %).
@@ -201,7 +201,7 @@ def _add(tar: tarfile.TarFile, name: str, text: str) -> None:
 
 def retire(target: Target, scheduler_address: str, worker: WorkerContainer) -> str:
     """Retire the workers at WORKER's address through the scheduler: their data moves to the others first."""
-    done = target.scheduler_python(RETIRE, scheduler_address, worker.address, timeout=600)
+    done = target.scheduler_python(RETIRE.read_text(), scheduler_address, worker.address, timeout=600)
     return done.check(f"retiring the workers of {worker.container}").stdout.strip()
 
 

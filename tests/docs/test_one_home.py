@@ -52,7 +52,7 @@ def test_ansible_and_ops_count_all_workers_alike(tmp_path: Path) -> None:
     # "Every worker": the trainer role waits for as many as ops.sh expects, each resolved by its own tool
     # (Ansible's templating for the role's default, ops' reading of the inventory), on an inventory whose
     # hosts run 3, 2 and the default number of worker processes.
-    from scripts.ops.targets import Fleet
+    from skfleet_ops.targets import Fleet
 
     inventory = tmp_path / "hosts.yml"
     workers = {"w1": {"dask_worker_nworkers": 3}, "w2": {"dask_worker_nworkers": "2"}, "w3": {}}
@@ -90,3 +90,18 @@ def test_ansible_and_ops_count_all_workers_alike(tmp_path: Path) -> None:
     worker_role = yaml.safe_load((ROOT / "ansible" / "roles" / "dask_worker" / "defaults" / "main.yml").read_text())
     assert worker_role["dask_worker_nworkers"] == 1  # the fallback the trainer role's default assumes
     assert int(answer.read_text()) == Fleet(inventory).expected_workers() == 3 + 2 + 1
+
+
+def test_the_readmes_defaults_are_the_env_files_values() -> None:
+    # The README's table of knobs states each default: the .env value (empty ones say "empty").
+    settings = env_file()
+    rows = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `")]
+    stated = {}
+    for row in rows:
+        name_cell, default_cell = (cell.strip() for cell in row.split("|")[1:3])
+        names = re.findall(r"`([A-Z][A-Z0-9_]+)`", name_cell)
+        if len(names) == 1 and names[0] in settings:
+            literal = re.match(r"`([^`]*)`", default_cell)
+            stated[names[0]] = literal.group(1) if literal else default_cell
+    assert stated.keys() == settings.keys()  # a row each (tests/docs/test_docs.py: and documented at all)
+    assert {name: (value, settings[name]) for name, value in stated.items() if value != (settings[name] or "empty")} == {}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.ops.targets import OpsError
-from scripts.ops.tasks import trainer_result
+from skfleet_ops.targets import OpsError
+from skfleet_ops.tasks import trainer_result
 
 ROOT = Path(__file__).resolve().parents[2]
 

