@@ -14,6 +14,7 @@ from dask.utils import format_bytes
 
 from skfleet import cluster
 from skfleet.errors import ClusterError, VersionMismatchError
+from skfleet.text import table
 
 
 def parser() -> argparse.ArgumentParser:
@@ -25,14 +26,6 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--scheduler", metavar="ADDRESS", help="scheduler address (default: DASK_SCHEDULER_ADDRESS)")
     cli.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="how long to try to connect (default 10)")
     return cli
-
-
-def table(rows: list[list[str]]) -> str:
-    """Give rows as left-aligned columns, the first row as the header."""
-    widths = [max(len(row[index]) for row in rows) for index in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 def version_table(report: cluster.VersionReport) -> str:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from dask.utils import format_bytes, format_time
 
 from skfleet.cluster import CHECKED_PACKAGES, WORKER_FIX, VersionReport, package_versions
-from skfleet.doctor import table
+from skfleet.text import table
 from skfleet_ops.targets import ROOT, Fleet, Local, OpsError, Target, WorkerContainer
 
 PROBE = (Path(__file__).parent / "probe.py").read_text()

@@ -105,3 +105,14 @@ def test_the_readmes_defaults_are_the_env_files_values() -> None:
             stated[names[0]] = literal.group(1) if literal else default_cell
     assert stated.keys() == settings.keys()  # a row each (tests/docs/test_docs.py: and documented at all)
     assert {name: (value, settings[name]) for name, value in stated.items() if value != (settings[name] or "empty")} == {}
+
+
+def test_the_benchmarks_targets_are_the_ones_the_docs_state() -> None:
+    from skfleet import bench
+
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    section = text[text.index("## Against the targets") :]
+    assert f"≤ {bench.SHARED_TARGET:g} × GridSearchCV + loky" in section
+    assert f"parallel efficiency ≥ {bench.EFFICIENCY_TARGET:.2f}" in section
+    assert f"bytes moved ≤ {bench.BYTES_MOVED_TARGET:g} × dataset × workers" in section
+    assert f"halving ≥ {bench.HALVING_SPEEDUP_TARGET:g} × less wall, best CV within {bench.HALVING_SCORE_GAP_TARGET:g}" in section
