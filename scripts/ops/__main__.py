@@ -50,49 +50,49 @@ def parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="health, workers, memory, tasks, versions; exit 0 healthy, 1 not, 4 mismatch")
     status.add_argument("--json", action="store_true", help="print the whole state as JSON")
     status.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="poll until healthy, for up to SECONDS")
+    status.set_defaults(run=lambda target, args: tasks.status(target, as_json=args.json, wait=args.wait))
 
     logs = commands.add_parser("logs", help="every skfleet container's log, from every host, in one .tar.gz")
     logs.add_argument("--output", type=Path, default=Path(), metavar="DIR", help="where the archive goes (default: here)")
+    logs.set_defaults(run=lambda target, args: tasks.logs(target, args.output))
 
-    for name, verb in (("restart-worker", "retire gracefully, then start again"), ("retire-worker", "retire gracefully, remove")):
+    for name, verb, act in (
+        ("restart-worker", "retire gracefully, then start again", tasks.restart_worker),
+        ("retire-worker", "retire gracefully, remove", tasks.retire_worker),
+    ):
         task = commands.add_parser(name, help=f"{verb}: its data moves to the other workers first")
         task.add_argument("name", metavar="NAME", help="container name or number (local), inventory host (VMs)")
         task.add_argument("--timeout", type=float, default=300, metavar="SECONDS")
+        task.set_defaults(run=lambda target, args, act=act: act(target, args.name, args.timeout))
 
     scale = commands.add_parser("scale", help="run N worker containers on the local stack (extra ones retire gracefully)")
     scale.add_argument("workers", type=int, metavar="N")
     scale.add_argument("--timeout", type=float, default=300, metavar="SECONDS")
+    scale.set_defaults(run=lambda target, args: tasks.scale(target, args.workers, args.timeout))
 
     tunnel = commands.add_parser("tunnel", help="the scheduler's dashboard on 127.0.0.1 through SSH; Ctrl-C ends it")
     tunnel.add_argument("--local-port", type=int, default=8787, metavar="PORT", help="local port (default 8787)")
     tunnel.add_argument("--for", dest="duration", type=float, metavar="SECONDS", help="close after SECONDS")
+    tunnel.set_defaults(run=lambda target, args: tasks.tunnel(target, args.local_port, args.duration))
 
     train = commands.add_parser("train", help="run the trainer on the cluster, streaming its progress (VMs: fetch the run)")
     train.add_argument("--fetch-dir", type=Path, metavar="DIR", help="VMs: where run folders land (default: trainer_fetch_dir)")
     train.add_argument("trainer_args", nargs=argparse.REMAINDER, metavar="-- ARGS", help="python -m skfleet arguments")
+    train.set_defaults(run=lambda target, args: tasks.train(target, _after_dashes(args.trainer_args), args.fetch_dir))
     return cli
 
 
+def _after_dashes(arguments: list[str]) -> list[str]:
+    return arguments[1:] if arguments[:1] == ["--"] else arguments
+
+
 def run(args: argparse.Namespace) -> int:
+    """Run the task the arguments name (each parser sets its own `run`) on its target; give the exit code."""
     target = Fleet(args.inventory) if args.inventory else Local()
     try:
-        if args.task == "status":
-            return tasks.status(target, as_json=args.json, wait=args.wait)
-        if args.task == "logs":
-            return tasks.logs(target, args.output)
-        if args.task == "restart-worker":
-            return tasks.restart_worker(target, args.name, args.timeout)
-        if args.task == "retire-worker":
-            return tasks.retire_worker(target, args.name, args.timeout)
-        if args.task == "scale":
-            return tasks.scale(target, args.workers, args.timeout)
-        if args.task == "tunnel":
-            return tasks.tunnel(target, args.local_port, args.duration)
-        trainer_args = args.trainer_args[1:] if args.trainer_args[:1] == ["--"] else args.trainer_args
-        return tasks.train(target, trainer_args, args.fetch_dir)
+        return args.run(target, args)
     finally:
-        if isinstance(target, Fleet):
-            target.close()
+        target.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -98,6 +98,10 @@ class Target(Protocol):
         """Give the scheduler container's host and name; raise OpsError when it is not running."""
         ...
 
+    def close(self) -> None:
+        """Release what the target holds open (SSH connections), once the task is done."""
+        ...
+
     def scheduler_python(self, script: str, *args: str, timeout: float = 120) -> Done:
         """Give the exit code and output of `python -c SCRIPT ARGS` run in the scheduler container."""
         ...
@@ -143,6 +147,9 @@ class Local:
     """The Compose stack of this checkout: `docker compose` from the repository root (honouring .env), the Docker SDK."""
 
     name = "the local Compose stack"
+
+    def close(self) -> None:
+        """Nothing to release: each call to the engine stands alone."""
 
     def compose(self, *args: str, capture: bool = True, timeout: float = 600) -> Done:
         # The SDK has no Compose: the CLI plugin it is.
