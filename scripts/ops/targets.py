@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import re
 import shlex
 import subprocess
 import sys
@@ -28,6 +27,9 @@ from urllib.parse import urlsplit
 import docker.errors
 import requests
 import yaml
+from ansible.errors import AnsibleError
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
 from docker.models.containers import Container
 from fabric import Connection
 
@@ -342,22 +344,32 @@ class Fleet:
         return hosts
 
     def var(self, host: str, name: str) -> Any:
-        """Give a variable as the roles would see it: the inventory's value, else the role default.
+        """Give a variable of HOST as the roles see it, templated by Ansible's own engine.
 
-        Defaults that refer to other variables (`{{ skfleet_data_dir }}/runs`) are resolved;
-        ones that need a host's facts cannot be, and must then be set in the inventory.
+        The inventory's value (group and host vars, as `ansible-inventory` resolved them), else
+        the role default; Jinja in it (`{{ skfleet_data_dir }}/runs`, filters, `groups`) is
+        rendered by Ansible's Templar. A value that needs a host's facts cannot be: set it in the inventory.
         """
         hostvars = self.listing.get("_meta", {}).get("hostvars", {}).get(host, {})
-        value = hostvars.get(name, _role_defaults().get(name))
-        if value is None:
+        if name not in hostvars and name not in _role_defaults():
             raise OpsError(f"{name} is neither set in {self.inventory} nor a role default")
-        for _ in range(10):
-            if not isinstance(value, str) or "{{" not in value:
-                return value
-            value = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda match: str(self.var(host, match.group(1))), value)
-            if "{{" in value:
-                raise OpsError(f"{name} depends on facts ({value}); set it for {host} in {self.inventory}")
-        return value
+        every_host = self.listing.get("_meta", {}).get("hostvars", {})
+        others = {other: every_host.get(other, {}) for other in self.group("all")}
+        # Ansible's magic variables that need no play; the playbooks live in ansible/.
+        magic = {"inventory_hostname": host, "groups": self.groups(), "hostvars": others, "playbook_dir": str(ROOT / "ansible")}
+        variables = _trusted({**_role_defaults(), **hostvars, **magic})
+        try:
+            value = Templar(loader=DataLoader(), variables=variables).template(variables[name])
+        except AnsibleError as error:
+            raise OpsError(
+                f"{name} can't be worked out outside a play ({error.message}; a host's facts, say): "
+                f"set it for {host} in {self.inventory}"
+            ) from None
+        return _untagged(value)
+
+    def groups(self) -> dict[str, list[str]]:
+        """Give every group of the inventory with its hosts, children's included, as Ansible's `groups`."""
+        return {group: self.group(group) for group in self.listing if group != "_meta"}
 
     def connection(self, host: str) -> Connection:
         if host not in self.connections:
@@ -504,6 +516,28 @@ def _host(address: str | None) -> str | None:
 
 
 _DEFAULTS: dict[str, Any] = {}
+
+
+def _trusted(value: Any) -> Any:
+    """Give VALUE with its strings marked as templates, as Ansible marks the inventory's and the roles' own."""
+    if isinstance(value, str):
+        return trust_as_template(value)
+    if isinstance(value, dict):
+        return {key: _trusted(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_trusted(item) for item in value]
+    return value
+
+
+def _untagged(value: Any) -> Any:
+    """Give a templated value as plain Python types (Ansible's strings carry tags)."""
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(key): _untagged(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_untagged(item) for item in value]
+    return value
 
 
 def _role_defaults() -> dict[str, Any]:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from skfleet import dask_config
@@ -116,3 +117,23 @@ def test_the_benchmarks_targets_are_the_ones_the_docs_state() -> None:
     assert f"parallel efficiency ≥ {bench.EFFICIENCY_TARGET:.2f}" in section
     assert f"bytes moved ≤ {bench.BYTES_MOVED_TARGET:g} × dataset × workers" in section
     assert f"halving ≥ {bench.HALVING_SPEEDUP_TARGET:g} × less wall, best CV within {bench.HALVING_SCORE_GAP_TARGET:g}" in section
+
+
+def test_ops_reads_inventory_variables_as_ansible_renders_them(tmp_path: Path) -> None:
+    # Fleet.var: the inventory's value, else the role default, rendered by Ansible's Templar: Jinja filters
+    # and `groups` included; a default that needs a host's facts is refused, naming what to set.
+    from skfleet_ops.targets import Fleet, OpsError
+
+    inventory = tmp_path / "hosts.yml"
+    workers = {"w1": {"dask_worker_nworkers": 3}, "w2": {}}
+    groups = {"dask_scheduler": {"hosts": {"s1": {"skfleet_data_dir": "/data/skfleet"}}}, "dask_workers": {"hosts": workers}}
+    inventory.write_text(yaml.safe_dump({"all": {"children": groups}}))
+    fleet = Fleet(inventory)
+    assert int(fleet.var("s1", "trainer_workers")) == fleet.expected_workers() == 4
+    defaults = yaml.safe_load((ROOT / "ansible" / "roles" / "trainer" / "defaults" / "main.yml").read_text())
+    assert "{{" in defaults["trainer_output_dir"]  # a default made of another variable
+    assert fleet.var("s1", "trainer_output_dir").startswith("/data/skfleet")  # ... the inventory's, here
+    with pytest.raises(OpsError, match=r"dask_worker_nthreads can't be worked out outside a play .*set it for w1 in"):
+        fleet.var("w1", "dask_worker_nthreads")
+    with pytest.raises(OpsError, match="no_such_variable is neither set"):
+        fleet.var("w1", "no_such_variable")
