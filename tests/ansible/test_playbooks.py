@@ -293,7 +293,7 @@ def test_host_tls_files_are_private(playbooks: Playbooks) -> None:
 
 
 def test_train_fetches_the_run_folder(playbooks: Playbooks) -> None:
-    playbooks.run(
+    played = playbooks.run(
         "train.yml",
         "-e",
         json.dumps({"trainer_args": ["--synthetic-rows", "6000", "--param", "max_depth=4,8", "--param", "n_estimators=10"]}),
@@ -308,6 +308,10 @@ def test_train_fetches_the_run_folder(playbooks: Playbooks) -> None:
     assert results["n_fits"] == 2 * 3
     assert 0.5 < results["test_accuracy"] <= 1
     assert results["test_accuracy"] >= results["baseline_accuracy"]
+    # The play ends with what the run found, read from its results.json.
+    assert f"best CV {results['scoring']} {results['best_cv_score']:.4f}" in played.stdout, played.stdout[-3000:]
+    assert f"test accuracy {results['test_accuracy']:.4f} (majority baseline" in played.stdout
+    assert f"{results['n_fits']} fits in" in played.stdout and f"fetched to {runs[0]}" in played.stdout
 
 
 def test_the_rendered_prometheus_config_lists_every_metrics_endpoint_and_each_answers(playbooks: Playbooks) -> None:
