@@ -27,6 +27,7 @@ import pytest
 
 from skfleet.report import RUN_FILES
 from tests.stack import N_WORKERS, ROOT, free_port
+from tests.summary import summary_value
 from tests.vms import docker_client
 
 pytestmark = pytest.mark.docker
@@ -132,7 +133,7 @@ def newcomer(request: pytest.FixtureRequest) -> Iterator[Newcomer]:
 
 def assert_new_run_folder(user: Newcomer, before: list[Path], result: subprocess.CompletedProcess[str]) -> None:
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    assert "best params      max_depth=4, n_estimators=4" in result.stdout, result.stdout[-4000:]
+    assert summary_value(result.stdout, "best params") == "max_depth=4, n_estimators=4"
     (folder,) = [path for path in user.run_folders() if path not in before]
     assert sorted(path.name for path in folder.iterdir()) == RUN_FILES
     for path in [user.clone / "output", folder, *folder.iterdir()]:

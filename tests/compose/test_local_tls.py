@@ -25,6 +25,7 @@ from distributed import Client
 from distributed.security import Security
 
 from tests.stack import N_WORKERS, ROOT, stack_environment
+from tests.summary import summary_value
 
 pytestmark = [
     pytest.mark.docker,
@@ -168,7 +169,7 @@ def test_trainer_runs_over_tls(tls_stack: TlsStack) -> None:
     results = json.loads((folder / "results.json").read_text())
     assert results["scheduler_address"].startswith("tls://"), results["scheduler_address"]
     assert results["n_workers"] == N_WORKERS
-    assert "best params      max_depth=4, n_estimators=4" in result.stdout
+    assert summary_value(result.stdout, "best params") == "max_depth=4, n_estimators=4"
     print(f"trainer over TLS: {time.monotonic() - started:.1f} s")
 
 

@@ -21,6 +21,7 @@ from distributed import Client
 
 from tests import runbooks
 from tests.stack import N_WORKERS, ROOT, Stack, drifted_image, joined_worker, wait_for
+from tests.summary import summary_value
 from tests.vms import docker_client
 
 pytestmark = pytest.mark.docker
@@ -163,7 +164,7 @@ def test_tunnel_on_the_local_stack_names_the_published_dashboard(stack: Stack) -
 def test_train_streams_the_trainer_and_gives_its_exit_code(stack: Stack) -> None:
     result = ops(stack, "train", "--", "--synthetic-rows", "3000", "--param", "n_estimators=4", "--param", "max_depth=4")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "best params      max_depth=4, n_estimators=4" in result.stdout
+    assert summary_value(result.stdout, "best params") == "max_depth=4, n_estimators=4"
     assert re.search(r"Done +3 out of +3", result.stderr)  # joblib's progress lines, as they came
     bad = ops(stack, "train", "--", "--data", "/data/missing.csv")
     assert bad.returncode == 2

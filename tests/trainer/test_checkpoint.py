@@ -16,6 +16,7 @@ from skfleet import data, model, search
 from skfleet.__main__ import main
 from skfleet.checkpoint import FOLDER, FitCheckpoint
 from skfleet.config import SearchConfig
+from tests.summary import summary_value
 
 pytestmark = pytest.mark.cluster
 
@@ -168,5 +169,5 @@ def test_a_finished_run_removes_its_checkpoint_and_reports_the_resume(client, tm
     results = json.loads((latest / "results.json").read_text())
     assert results["n_fits_resumed"] == 2 and results["resumed_fit_seconds"] > 0
     assert results["shared_trees"]["description"] == "6 fits answered by 3 forest fits (12 of 18 trees)"
-    assert "resumed          2 of 6 fits from the checkpoint of an interrupted run (saved " in stdout
+    assert summary_value(stdout, "resumed").startswith("2 of 6 fits from the checkpoint of an interrupted run (saved ")
     assert not (output / FOLDER).exists()

@@ -21,6 +21,7 @@ from skfleet.__main__ import main
 from skfleet.config import SearchConfig
 from skfleet.errors import ClusterError, VersionMismatchError
 from skfleet.results import Results, load_model
+from tests.summary import summary, summary_value
 
 pytestmark = pytest.mark.cluster
 
@@ -181,14 +182,14 @@ def test_full_run_writes_the_run_folder(tmp_path: Path, capsys, monkeypatch) -> 
     # Progress in a log: joblib's tasks done out of total, one per forest, which answers 2 n_estimators.
     assert "grid search: 4 candidates x 3 folds = 12 fits, answered by 6 forest fits" in captured.err
     assert "Done   6 out of   6" in captured.err
-    assert f"test accuracy    {results['test_accuracy']:.4f}" in captured.out
+    assert summary_value(captured.out, "test accuracy").startswith(f"{results['test_accuracy']:.4f} ")
     assert results["shared_trees"]["description"] == "12 fits answered by 6 forest fits (48 of 72 trees)"
-    assert "  shared trees     12 fits answered by 6 forest fits (48 of 72 trees)" in captured.out
+    assert summary_value(captured.out, "shared trees") == "12 fits answered by 6 forest fits (48 of 72 trees)"
     # Two values per parameter: each best value is an edge, with values beyond it the forest accepts.
     assert len(results["grid_edges"]) == 2
     for edge in results["grid_edges"]:
         assert results["best_params"][edge["param"]] == edge["value"] in (4, 8)
-        assert f"  grid edge        {edge['description']}" in captured.out
+        assert edge["description"] in summary(captured.out)["grid edge"]
         assert edge["description"] in (folder / "report.html").read_text()
 
     assert Results.read(folder).to_json() == results  # typed, and back, key for key
