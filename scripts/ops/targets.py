@@ -323,6 +323,7 @@ class Fleet:
 
     inventory: Path
     connections: dict[str, Connection] = field(default_factory=dict)
+    templars: dict[str, Templar] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
@@ -350,16 +351,11 @@ class Fleet:
         the role default; Jinja in it (`{{ skfleet_data_dir }}/runs`, filters, `groups`) is
         rendered by Ansible's Templar. A value that needs a host's facts cannot be: set it in the inventory.
         """
-        hostvars = self.listing.get("_meta", {}).get("hostvars", {}).get(host, {})
-        if name not in hostvars and name not in _role_defaults():
+        if name not in self._hostvars.get(host, {}) and name not in _role_defaults():
             raise OpsError(f"{name} is neither set in {self.inventory} nor a role default")
-        every_host = self.listing.get("_meta", {}).get("hostvars", {})
-        others = {other: every_host.get(other, {}) for other in self.group("all")}
-        # Ansible's magic variables that need no play; the playbooks live in ansible/.
-        magic = {"inventory_hostname": host, "groups": self.groups(), "hostvars": others, "playbook_dir": str(ROOT / "ansible")}
-        variables = _trusted({**_role_defaults(), **hostvars, **magic})
+        templar = self._templar(host)
         try:
-            value = Templar(loader=DataLoader(), variables=variables).template(variables[name])
+            value = templar.template(templar.available_variables[name])
         except AnsibleError as error:
             raise OpsError(
                 f"{name} can't be worked out outside a play ({error.message}; a host's facts, say): "
@@ -367,13 +363,31 @@ class Fleet:
             ) from None
         return _untagged(value)
 
+    @cached_property
+    def _hostvars(self) -> dict[str, dict[str, Any]]:
+        """Give each host's inventory variables, as `ansible-inventory` resolved them."""
+        return self.listing.get("_meta", {}).get("hostvars", {})
+
+    @cached_property
+    def _magic(self) -> dict[str, Any]:
+        """Give Ansible's magic variables that need no play, the same for every host (the playbooks live in ansible/)."""
+        others = {other: self._hostvars.get(other, {}) for other in self.group("all")}
+        return _trusted({"groups": self.groups(), "hostvars": others, "playbook_dir": str(ROOT / "ansible")})
+
+    def _templar(self, host: str) -> Templar:
+        """Give HOST's Templar: the role defaults, then its inventory variables, then the magic ones; one per host."""
+        if host not in self.templars:
+            variables = {**_trusted({**_role_defaults(), **self._hostvars.get(host, {})}), **self._magic}
+            self.templars[host] = Templar(loader=DataLoader(), variables={**variables, "inventory_hostname": host})
+        return self.templars[host]
+
     def groups(self) -> dict[str, list[str]]:
         """Give every group of the inventory with its hosts, children's included, as Ansible's `groups`."""
         return {group: self.group(group) for group in self.listing if group != "_meta"}
 
     def connection(self, host: str) -> Connection:
         if host not in self.connections:
-            hostvars = self.listing.get("_meta", {}).get("hostvars", {}).get(host, {})
+            hostvars = self._hostvars.get(host, {})
             key = hostvars.get("ansible_ssh_private_key_file") or hostvars.get("ansible_private_key_file")
             self.connections[host] = Connection(
                 hostvars.get("ansible_host", host),
