@@ -75,7 +75,7 @@ def write(folder: Path, results: Results, search: GridSearchCV, predictions: Pre
     for each in drawn:
         (folder / each.figure.file).write_bytes(each.png)
     drawn_seconds = time.perf_counter() - started
-    page = render(results, search, drawn, baseline, drawn_seconds)
+    page = render(given, search, drawn, drawn_seconds)
     (folder / REPORT_FILE).write_text(page, encoding="utf-8")
     log.info("report: %s and %d figures in %.1f s", REPORT_FILE, len(drawn), time.perf_counter() - started)
 
@@ -124,19 +124,22 @@ def environment() -> jinja2.Environment:
     )
 
 
-def render(
-    results: Results, search: GridSearchCV, drawn: list[figures.Drawn], baseline: float | None, drawn_seconds: float
-) -> str:
-    """Give report.html: every user-controlled string escaped, every figure embedded."""
+def render(given: figures.Inputs, search: GridSearchCV, drawn: list[figures.Drawn], drawn_seconds: float) -> str:
+    """Give report.html: every user-controlled string escaped, every figure embedded.
+
+    GIVEN is what the figures were drawn from (the final rounds, the baseline); SEARCH's
+    cv_results_, every round of it, gives the fitting time.
+    """
+    results = given.results
     return (
         environment()
         .get_template(TEMPLATE)
         .render(
             results=results,
             content_security_policy=CONTENT_SECURITY_POLICY,
-            tables=[_summary(results, baseline), _cluster(results), _timings(results, search, drawn_seconds)],
+            tables=[_summary(results, given.baseline), _cluster(results), _timings(results, search, drawn_seconds)],
             figures=[_embedded(each) for each in drawn],
-            candidates=_candidates(results, search),
+            candidates=_candidates(given),
             figure_files=figures.files(),
         )
     )
@@ -228,9 +231,9 @@ def _embedded(drawn: figures.Drawn) -> dict[str, Any]:
     }
 
 
-def _candidates(results: Results, search: GridSearchCV) -> dict[str, Any]:
+def _candidates(given: figures.Inputs) -> dict[str, Any]:
     """Give the candidates table: the best TOP_CANDIDATES by rank, their parameters and scores."""
-    cv_results, best_index = final_rounds(search)
+    cv_results, best_index = given.cv_results, given.best_index
     ranks = np.asarray(cv_results["rank_test_score"])
     order = sorted(range(len(ranks)), key=lambda index: (ranks[index], index))[:TOP_CANDIDATES]
     names = list(dict.fromkeys(name for candidate in cv_results["params"] for name in candidate))
@@ -247,7 +250,7 @@ def _candidates(results: Results, search: GridSearchCV) -> dict[str, Any]:
     return {
         "shown": f"the best {len(order)} of {len(ranks)}" if len(order) < len(ranks) else f"all {len(ranks)}",
         "halving": "iter" in cv_results,
-        "headings": ["rank", *map(short, names), f"mean CV {results.scoring}", "std", "mean fit s", "mean score s"],
+        "headings": ["rank", *map(short, names), f"mean CV {given.scoring}", "std", "mean fit s", "mean score s"],
         "rows": rows,
     }
 

@@ -27,9 +27,10 @@ from skfleet.evaluate import Evaluation
 from skfleet.search import SearchOutcome, grid_edges
 
 RESULTS_FILE = "results.json"
+CV_RESULTS_FILE = "cv_results.csv"
 MODEL_FILE = "model.skops"
 # What write_files puts in a run folder: the results, the CV table (every candidate), the model.
-FILES = [RESULTS_FILE, "cv_results.csv", MODEL_FILE]
+FILES = [RESULTS_FILE, CV_RESULTS_FILE, MODEL_FILE]
 # Types the model file holds beyond what skops trusts by default: the forest's tree
 # structure (scikit-learn's own), our pipeline and our encoder. Anything else is refused on load.
 TRUSTED_MODEL_TYPES = [
@@ -185,7 +186,7 @@ def write_files(folder: Path, results: Results, search: Any) -> None:
     (folder / RESULTS_FILE).write_text(json.dumps(results.to_json(), indent=2, sort_keys=False) + "\n")
     cv_results = pd.DataFrame(search.cv_results_)
     cv_results["params"] = cv_results["params"].map(lambda params: json.dumps(_plain(params), sort_keys=True))
-    cv_results.to_csv(folder / "cv_results.csv", index=False)
+    cv_results.to_csv(folder / CV_RESULTS_FILE, index=False)
     skops.io.dump(search.best_estimator_, folder / MODEL_FILE)
 
 
