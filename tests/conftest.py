@@ -1,7 +1,8 @@
 """Shared fixtures: data files of every layout, client installs, the Compose stack; the hooks of Docker-backed tests.
 
-Helpers live in plain modules beside this file (flights, stack, vms, clients, runbooks);
-the stack's session fixtures are defined in tests/stack.py and registered here.
+Helpers live in plain modules beside this file (flights, stack, fleet, vms, clients, runbooks);
+the session fixtures of the stack (tests/stack.py) and of the VM fleet (tests/fleet.py) are
+registered here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 
 from skfleet.data import bundled_flights_path
 from tests import clients
+from tests.fleet import playbooks  # noqa: F401 - the VM fleet's fixture, registered by being named here
 from tests.flights import asa_frame, write_csv
 from tests.stack import (  # noqa: F401 - the stack's fixtures, registered by being named here
     _docker_required,
@@ -91,7 +93,10 @@ def client_venv(client_wheel: tuple[Path, str], tmp_path_factory: pytest.TempPat
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Skip Docker-backed tests without Docker, with the command that enables them; in CI, fail them."""
+    """Order the tests; skip Docker-backed tests without Docker, with the command that enables them; in CI, fail them."""
+    # The VM fleet's tests (tests/ansible, tests/ops) run last, together and in file order: the
+    # fleet boots once, and nothing else runs beside it; the `last` test (teardown.yml) ends it.
+    items.sort(key=lambda item: ("playbooks" in getattr(item, "fixturenames", ()), item.get_closest_marker("last") is not None))
     problem = None
     checked = False
     for item in items:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 
-# "  best params      max_depth=4, n_estimators=4": two spaces, a label, at least two spaces, the value;
-# under `docker compose up` each line comes after the service's prefix ("trainer-1  | ").
-LINE = re.compile(r"^(?:\S+ +\| ?)?  (?P<label>\S+(?: \S+)*?) {2,}(?P<value>\S.*?)\s*$")
+# "  best params      max_depth=4, n_estimators=4": indented, a label, at least two spaces, the value;
+# under `docker compose up` each line comes after the service's prefix ("trainer-1  | "), in
+# train.yml's output it is a line of the debug message's literal block (indented further).
+LINE = re.compile(r"^(?:\S+ +\| ?)?\s+(?P<label>\S+(?: \S+)*?) {2,}(?P<value>\S.*?)\s*$")
 
 
 def summary(text: str) -> dict[str, list[str]]:

@@ -147,8 +147,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--json",
         action="store_true",
-        help="end with the results as one JSON line on stdout (results.json's keys and run_folder), for scripts; "
-        "the summary then goes to stderr",
+        help="end with the results as one JSON line on stdout (results.json's keys, run_folder, summary), for "
+        "scripts; the summary is printed on stderr then",
     )
     cli.add_argument("--version", action="version", version=f"skfleet trainer {__version__}")
     return cli

@@ -203,38 +203,48 @@ def load_model(path: Path):
 
 
 def summary(results: Results, folder: Path) -> str:
-    """Give the short human summary printed at the end of a run."""
+    """Give the short human summary printed at the end of a run: a headline, then labelled lines.
+
+    The labels are padded to the longest one plus two spaces (a scorer's name may be long), so
+    that a label and its value are always two spaces or more apart (tests/summary.py reads them).
+    """
     params = ", ".join(f"{key.split('__')[-1]}={value}" for key, value in results.best_params.items())
     cluster = "local cluster" if results.local_cluster else results.scheduler_address
-    lines = [
-        f"run {results.run_id} on {results.dataset['name']} ({results.n_train_rows:,} train / "
-        f"{results.n_test_rows:,} test rows, {results.n_dropped_rows:,} dropped without target)",
-        f"  best params      {params}",
-        f"  best CV {results.scoring:<8} {results.best_cv_score:.4f}",
-        f"  test accuracy    {results.test_accuracy:.4f}  (majority baseline {results.baseline_accuracy:.4f})",
-        f"  test ROC AUC     {results.test_roc_auc:.4f}",
-        f"  fit              {results.n_fits} fits in {results.fit_seconds:.1f} s on {cluster} "
-        f"({results.n_workers} workers, {results.n_threads} threads)",
-        f"  written to       {folder}",
+    rows = [
+        ("best params", params),
+        (f"best CV {results.scoring}", f"{results.best_cv_score:.4f}"),
+        ("test accuracy", f"{results.test_accuracy:.4f}  (majority baseline {results.baseline_accuracy:.4f})"),
+        ("test ROC AUC", f"{results.test_roc_auc:.4f}"),
     ]
     if results.search == "halving":
-        lines.insert(-2, f"  search           {halving_text(results)}")
+        rows.append(("search", halving_text(results)))
+    fits = f"{results.n_fits} fits in {results.fit_seconds:.1f} s on {cluster}"
+    rows.append(("fit", f"{fits} ({results.n_workers} workers, {results.n_threads} threads)"))
     if results.shared_trees:
-        lines.insert(-1, f"  shared trees     {results.shared_trees['description']}")
-    for edge in results.grid_edges:
-        lines.insert(-1, f"  grid edge        {edge['description']}")
+        rows.append(("shared trees", results.shared_trees["description"]))
+    rows += [("grid edge", edge["description"]) for edge in results.grid_edges]
     if results.n_fits_resumed:
-        lines.insert(
-            -1,
-            f"  resumed          {results.n_fits_resumed} of {results.n_fits} fits from the checkpoint of an "
-            f"interrupted run (saved {results.resumed_fit_seconds:.1f} s of fitting)",
+        resumed = (
+            f"{results.n_fits_resumed} of {results.n_fits} fits from the checkpoint of an "
+            f"interrupted run (saved {results.resumed_fit_seconds:.1f} s of fitting)"
         )
-    return "\n".join(lines)
+        rows.append(("resumed", resumed))
+    rows.append(("written to", str(folder)))
+    width = max(len(label) for label, _ in rows) + 2
+    headline = (
+        f"run {results.run_id} on {results.dataset['name']} ({results.n_train_rows:,} train / "
+        f"{results.n_test_rows:,} test rows, {results.n_dropped_rows:,} dropped without target)"
+    )
+    return "\n".join([headline, *(f"  {label:<{width}}{value}" for label, value in rows)])
 
 
 def result_line(results: Results, folder: Path) -> str:
-    """Give the run's result for scripts (`--json`): results.json's keys and the run folder, as one line of JSON."""
-    return json.dumps({**results.to_json(), "run_folder": str(folder)}, separators=(",", ":"))
+    """Give the run's result for scripts (`--json`) as one line of JSON: results.json's keys, the run folder, the summary.
+
+    The summary's text rides along so that a script shows the run's own words (train.yml does) rather than its own.
+    """
+    result = {**results.to_json(), "run_folder": str(folder), "summary": summary(results, folder)}
+    return json.dumps(result, separators=(",", ":"))
 
 
 def halving_text(results: Results) -> str:

@@ -78,7 +78,7 @@ def parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="run the trainer on the cluster, streaming its progress (VMs: fetch the run)")
     train.add_argument("--fetch-dir", type=Path, metavar="DIR", help="VMs: where run folders land (default: trainer_fetch_dir)")
     train.add_argument("trainer_args", nargs=argparse.REMAINDER, metavar="-- ARGS", help="python -m skfleet arguments")
-    train.set_defaults(run=lambda target, args: tasks.train(target, _after_dashes(args.trainer_args), args.fetch_dir))
+    train.set_defaults(run=lambda target, args: target.train(_after_dashes(args.trainer_args), args.fetch_dir))
     return cli
 
 

@@ -13,11 +13,13 @@ import json
 import os
 import queue
 import shlex
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -57,6 +59,8 @@ LOCAL_HOST = "localhost"
 ENGINE_TIMEOUT_S = 120
 # The log bundle's listing of a host's skfleet containers: `docker ps --format` on a VM, the same columns locally.
 LISTING_FORMAT = "{{.Names}}\t{{.Status}}\t{{.Image}}"
+# How long `train` keeps following the job's log once the playbook has ended.
+LOG_GRACE_S = 30
 
 Result = TypeVar("Result")
 
@@ -79,6 +83,15 @@ class Done:
             detail = (self.stderr.strip() or self.stdout.strip()).splitlines()
             raise OpsError(f"{what} failed (exit {self.code}): {detail[-1] if detail else 'no output'}")
         return self
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """The scheduler's dashboard as this machine reaches it."""
+
+    url: str
+    route: str  # how: published by the local stack, or through which SSH host
+    held: bool  # True: an SSH tunnel, open only while the task runs
 
 
 @dataclass(frozen=True)
@@ -143,6 +156,30 @@ class Target(Protocol):
     def remove(self, host: str, container: str) -> None:
         """Remove a stopped container."""
         ...
+
+    def retired_hint(self, host: str) -> str:
+        """Say how a retired worker of HOST comes back (or stays out)."""
+        ...
+
+    def worker_replicas(self, running: bool = False) -> list[str]:
+        """Give the worker containers in their order (the Compose service's replicas); OpsError where none scale."""
+        ...
+
+    def run_workers(self, n_workers: int) -> None:
+        """Start worker containers up to N_WORKERS (the ones running are kept)."""
+        ...
+
+    def dashboard(self, state: dict[str, Any], local_port: int) -> AbstractContextManager[Dashboard]:
+        """Open the way from 127.0.0.1 to the dashboard of the scheduler STATE describes, for the `with` block."""
+        ...
+
+    def train(self, args: list[str], fetch_dir: Path | None) -> int:
+        """Run the trainer with ARGS against the cluster, streaming its progress; give its exit code."""
+        ...
+
+
+def scale_refused() -> OpsError:
+    return OpsError("scale works on the local stack; across VMs, edit the inventory and run scale.yml")
 
 
 class Local:
@@ -282,6 +319,27 @@ class Local:
         found = self._container(container)
         self._call(f"docker rm {container}", found.remove)
 
+    def retired_hint(self, host: str) -> str:
+        return "scripts/ops.sh scale N (or docker compose up) starts workers again"
+
+    def worker_replicas(self, running: bool = False) -> list[str]:
+        replicas = [c for c in self.containers("worker") if c["oneoff"] != "True" and (not running or c["state"] == "running")]
+        return [c["name"] for c in sorted(replicas, key=lambda c: int(c["number"] or 0))]
+
+    def run_workers(self, n_workers: int) -> None:
+        self.compose("up", "--detach", "--wait", "--no-recreate", "--scale", f"worker={n_workers}", "worker").check(
+            f"docker compose up --scale worker={n_workers}"
+        )
+
+    @contextmanager
+    def dashboard(self, state: dict[str, Any], local_port: int) -> Iterator[Dashboard]:
+        published = self.compose("port", "scheduler", "8787").check("docker compose port scheduler 8787").stdout.strip()
+        yield Dashboard(f"http://{published}/status", "the local stack publishes it on 127.0.0.1; no tunnel needed", False)
+
+    def train(self, args: list[str], fetch_dir: Path | None) -> int:
+        """`docker compose run` the trainer service: its run folder lands in the stack's output folder."""
+        return self.compose("run", "--rm", "trainer", *args, capture=False, timeout=24 * 3600).code
+
     def _container(self, name: str) -> Container:
         return self._call(f"docker inspect {name}", lambda: self.engine.containers.get(name))
 
@@ -386,17 +444,22 @@ class Fleet:
         return {group: self.group(group) for group in self.listing if group != "_meta"}
 
     def connection(self, host: str) -> Connection:
+        """Give HOST's SSH connection, opened once (on first use) and shared by the task's commands."""
         if host not in self.connections:
-            hostvars = self._hostvars.get(host, {})
-            key = hostvars.get("ansible_ssh_private_key_file") or hostvars.get("ansible_private_key_file")
-            self.connections[host] = Connection(
-                hostvars.get("ansible_host", host),
-                user=hostvars.get("ansible_user"),
-                port=int(hostvars.get("ansible_port", 22)),
-                connect_timeout=15,
-                connect_kwargs={"key_filename": [key]} if key else {},
-            )
+            self.connections[host] = self._connect(host)
         return self.connections[host]
+
+    def _connect(self, host: str) -> Connection:
+        """Give a new SSH connection to HOST, as Ansible reaches it (ansible_host, _user, _port, the key)."""
+        hostvars = self._hostvars.get(host, {})
+        key = hostvars.get("ansible_ssh_private_key_file") or hostvars.get("ansible_private_key_file")
+        return Connection(
+            hostvars.get("ansible_host", host),
+            user=hostvars.get("ansible_user"),
+            port=int(hostvars.get("ansible_port", 22)),
+            connect_timeout=15,
+            connect_kwargs={"key_filename": [key]} if key else {},
+        )
 
     def sudo(self, host: str) -> str:
         user = self.connection(host).user
@@ -468,11 +531,6 @@ class Fleet:
         done = self._docker(host, "logs", "--timestamps", container, timeout=300)
         return done.stdout + done.stderr
 
-    def container_image(self, host: str, container: str) -> str:
-        """Give the image a container was started from, as it was named."""
-        inspect = self._docker(host, "inspect", "--format", "{{.Config.Image}}", container).check("docker inspect")
-        return inspect.stdout.strip()
-
     def is_running(self, host: str, container: str) -> bool:
         done = self._docker(host, "inspect", "--format", "{{.State.Running}}", container)
         return done.check(f"docker inspect {container}").stdout.strip() == "true"
@@ -492,6 +550,74 @@ class Fleet:
 
     def remove(self, host: str, container: str) -> None:
         self._docker(host, "rm", container).check(f"docker rm {container}")
+
+    def retired_hint(self, host: str) -> str:
+        return f"to keep {host} out, move it to group dask_workers_retired (site.yml would start it again)"
+
+    def worker_replicas(self, running: bool = False) -> list[str]:
+        raise scale_refused()
+
+    def run_workers(self, n_workers: int) -> None:
+        raise scale_refused()
+
+    @contextmanager
+    def dashboard(self, state: dict[str, Any], local_port: int) -> Iterator[Dashboard]:
+        """Forward 127.0.0.1:LOCAL_PORT through the scheduler host's SSH to the dashboard's private address."""
+        remote, port = urlsplit(state["address"]).hostname, state["dashboard_port"]
+        host = self.scheduler_host()
+        if not _port_free(local_port):
+            raise OpsError(f"127.0.0.1:{local_port} is taken (a local stack's dashboard?): pick another with --local-port")
+        try:
+            with self.connection(host).forward_local(local_port, remote_port=port, remote_host=remote, local_host="127.0.0.1"):
+                # Fabric binds the port in a thread of its own: the way is open once it answers.
+                if not _listening(local_port, timeout=15):
+                    raise OpsError(f"the tunnel did not open 127.0.0.1:{local_port} within 15 s")
+                route = f"through {host} to {remote}:{port}; Ctrl-C ends it"
+                yield Dashboard(f"http://127.0.0.1:{local_port}/status", route, True)
+        except OSError as error:
+            raise OpsError(
+                f"cannot open the tunnel on 127.0.0.1:{local_port}: {error} (pick another with --local-port)"
+            ) from None
+
+    def train(self, args: list[str], fetch_dir: Path | None) -> int:
+        """Run train.yml (the trainer role: the job, then its run folder fetched), streaming the job's log.
+
+        The role runs the job and fetches its folder; Ansible shows a task's output only once it is
+        done, so the job's progress (its stderr) is followed here, over SSH, while the play runs.
+        """
+        host = self.var(self.scheduler_host(), "skfleet_trainer_host")
+        container = f"skfleet-trainer-{time.time_ns()}"
+        extra = {"trainer_args": args, "trainer_container_name": container}
+        if fetch_dir is not None:
+            extra["trainer_fetch_dir"] = str(fetch_dir.resolve())
+        play = self.playbook("train.yml", "--extra-vars", json.dumps(extra))
+        follower = None
+        while play.poll() is None:
+            if follower is None and self._docker(host, "inspect", "--format", "{{.Id}}", container).code == 0:
+                follower = threading.Thread(target=self._follow, args=(host, container), name="trainer-log", daemon=True)
+                follower.start()
+            time.sleep(1)
+        if follower is not None:
+            follower.join(timeout=LOG_GRACE_S)
+        return play.returncode
+
+    def _follow(self, host: str, container: str) -> None:
+        """Copy CONTAINER's stderr (the trainer's progress and summary) to ours until it ends, on a connection of its own."""
+        # 2>&1 >/dev/null: the job's stderr comes back, its stdout (the --json result line, the role's) does not.
+        command = self.sudo(host) + shlex.join(["docker", "logs", "--follow", container]) + " 2>&1 >/dev/null"
+        connection = self._connect(host)
+        try:
+            connection.run(command, warn=True, hide=False, out_stream=sys.stderr, in_stream=False)
+        except Exception as error:
+            print(f"(the job's log stopped streaming: {error})", file=sys.stderr)
+        finally:
+            connection.close()
+
+    def playbook(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """Start ansible-playbook NAME on this inventory, from ansible/ with its ansible.cfg; its output is ours."""
+        command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(self.inventory.resolve()), name, *args]
+        env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg")}
+        return subprocess.Popen(command, cwd=ROOT / "ansible", env=env)
 
     def close(self) -> None:
         for connection in self.connections.values():
@@ -560,3 +686,24 @@ def _role_defaults() -> dict[str, Any]:
         for path in sorted(ROLES.glob("*/defaults/main.yml")):
             _DEFAULTS.update(yaml.safe_load(path.read_text()) or {})
     return _DEFAULTS
+
+
+def _port_free(port: int) -> bool:
+    """Tell whether nothing listens on 127.0.0.1:PORT (connections closing there don't count, as for Fabric's bind)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _listening(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.05)
+    return False

@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import shlex
 import signal
-import socket
 import sys
 import tarfile
 import tempfile
@@ -16,13 +14,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from dask.utils import format_bytes, format_time
 
 from skfleet.cluster import CHECKED_PACKAGES, WORKER_FIX, VersionReport, package_versions
 from skfleet.text import table
-from skfleet_ops.targets import ROOT, Fleet, Local, OpsError, Target, WorkerContainer
+from skfleet_ops.targets import ROOT, OpsError, Target, WorkerContainer
 
 PROBE = (Path(__file__).parent / "probe.py").read_text()
 RETIRE = ROOT / "ansible" / "roles" / "dask_worker" / "files" / "retire_workers.py"
@@ -256,183 +253,51 @@ def retire_worker(target: Target, name: str, timeout: float = 300) -> int:
     worker, _ = stop_gracefully(target, name, timeout)
     target.remove(worker.host, worker.container)
     print(f"{worker.container} on {worker.host} retired and removed")
-    if isinstance(target, Fleet):
-        print(f"to keep {worker.host} out, move it to group dask_workers_retired (site.yml would start it again)")
-    else:
-        print("scripts/ops.sh scale N (or docker compose up) starts workers again")
+    print(target.retired_hint(worker.host))
     return 0
 
 
 def scale(target: Target, n_workers: int, timeout: float = 300) -> int:
     """Run N worker containers of the local stack: more are started; extra ones are retired gracefully first."""
-    if not isinstance(target, Local):
-        raise OpsError("scale works on the local stack; across VMs, edit the inventory and run scale.yml")
+    replicas = target.worker_replicas()
     if n_workers < 1:
         raise OpsError(f"scale to {n_workers}: a cluster needs at least 1 worker (stop it with docker compose down)")
-    replicas = [c for c in target.containers("worker") if c["oneoff"] != "True"]
-    replicas.sort(key=lambda c: int(c["number"] or 0))
     for extra in replicas[n_workers:][::-1]:
-        retire_worker_quietly(target, extra["name"], timeout)
+        worker, _ = stop_gracefully(target, extra, timeout)
+        target.remove(worker.host, worker.container)
     if n_workers > len(replicas):
-        target.compose("up", "--detach", "--wait", "--no-recreate", "--scale", f"worker={n_workers}", "worker").check(
-            f"docker compose up --scale worker={n_workers}"
-        )
+        target.run_workers(n_workers)
     wait_until(lambda: len(joined_replicas(target)) == n_workers, f"{n_workers} worker containers to join", timeout)
     print(f"{n_workers} worker containers running and joined")
     return 0
 
 
-def joined_replicas(target: Local) -> set[str]:
-    """Give the Compose worker replicas that run and whose worker has joined the scheduler."""
-    replicas = {c["name"] for c in target.containers("worker") if c["oneoff"] != "True" and c["state"] == "running"}
+def joined_replicas(target: Target) -> set[str]:
+    """Give the worker replicas that run and whose worker has joined the scheduler."""
+    replicas = set(target.worker_replicas(running=True))
     workers = cluster_state(target).get("workers", {})
-    return replicas & set(target.worker_names(workers).values()) if len(replicas) else set()
+    return replicas & set(target.worker_names(workers).values()) if replicas else set()
 
 
-def retire_worker_quietly(target: Local, name: str, timeout: float) -> None:
-    worker, _ = stop_gracefully(target, name, timeout)
-    target.remove(worker.host, worker.container)
-
-
-def tunnel(target: Local | Fleet, local_port: int, duration: float | None) -> int:
-    """Forward 127.0.0.1:LOCAL_PORT to the scheduler's dashboard over SSH; print the URL; hold until Ctrl-C."""
-    if isinstance(target, Local):
-        published = target.compose("port", "scheduler", "8787").check("docker compose port scheduler 8787").stdout.strip()
-        print(f"dashboard: http://{published}/status  (the local stack publishes it on 127.0.0.1; no tunnel needed)")
-        return 0
+def tunnel(target: Target, local_port: int, duration: float | None) -> int:
+    """Print the dashboard's URL on 127.0.0.1; where that takes an SSH tunnel, hold it open until Ctrl-C (or DURATION)."""
     state = cluster_state(target)
     if "error" in state:
         raise OpsError(state["error"])
-    remote = urlsplit(state["address"]).hostname
-    host = target.scheduler_host()
-    connection = target.connection(host)
-    taken = f"127.0.0.1:{local_port} is taken (a local stack's dashboard?): pick another with --local-port"
-    if not _port_free(local_port):
-        raise OpsError(taken)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with connection.forward_local(
-            local_port, remote_port=state["dashboard_port"], remote_host=remote, local_host="127.0.0.1"
-        ):
-            # Fabric binds the port in a thread of its own: the URL is printed once it answers.
-            if not _listening(local_port, timeout=15):
-                raise OpsError(f"the tunnel did not open 127.0.0.1:{local_port} within 15 s")
-            through = f"through {host} to {remote}:{state['dashboard_port']}"
-            print(f"dashboard: http://127.0.0.1:{local_port}/status  ({through}; Ctrl-C ends it)")
-            sys.stdout.flush()
+        with target.dashboard(state, local_port) as dashboard:
+            print(f"dashboard: {dashboard.url}  ({dashboard.route})", flush=True)
+            if not dashboard.held:
+                return 0
             deadline = time.monotonic() + duration if duration else float("inf")
             while time.monotonic() < deadline:
                 time.sleep(0.2)
     except KeyboardInterrupt:
         pass
-    except OSError as error:
-        raise OpsError(f"cannot open the tunnel on 127.0.0.1:{local_port}: {error} (pick another with --local-port)") from None
     print("tunnel closed")
     return 0
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def _port_free(port: int) -> bool:
-    """Tell whether nothing listens on 127.0.0.1:PORT (connections closing there don't count, as for Fabric's bind)."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _listening(port: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return True
-        time.sleep(0.05)
-    return False
-
-
-def train(target: Local | Fleet, args: list[str], fetch_dir: Path | None) -> int:
-    """Run the trainer against the cluster, streaming its progress; give its exit code. VMs: fetch the run folder."""
-    if isinstance(target, Local):
-        return target.compose("run", "--rm", "trainer", *args, capture=False, timeout=24 * 3600).code
-    state = cluster_state(target)
-    if "error" in state:
-        raise OpsError(state["error"])
-    scheduler_host, scheduler = target.scheduler_container()
-    host = (target.group("trainer") or [scheduler_host])[0]
-    image = target.container_image(scheduler_host, scheduler).replace("/runtime:", "/trainer:")
-    output_dir, tls_dir, mount = (
-        target.var(host, name) for name in ("trainer_output_dir", "skfleet_tls_dir", "skfleet_tls_mount")
-    )
-    uid = target.var(host, "skfleet_uid")
-    environment = {
-        "DASK_SCHEDULER_ADDRESS": state["address"],
-        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
-        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": f"{mount}/ca.pem",
-        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": f"{mount}/trainer.pem",
-        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": f"{mount}/trainer.key",
-        "DASK_SKFLEET__TRAINER__OUTPUT": "/output",
-    }
-    interactive = sys.stdout.isatty()
-    # `docker run` on the trainer host, over SSH: the VMs' engines are not this machine's.
-    command = ["docker", "run", "--rm", "--name", f"skfleet-trainer-{int(time.time())}", "--network", "host"]
-    # The container's own /tmp (a tmpfs), as in the trainer role: the image is read-only.
-    command += ["--user", f"{uid}:{uid}", "--read-only", "--tmpfs", "/tmp:size=512m", "--workdir", "/tmp"]  # noqa: S108
-    command += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges:true", *(["--tty"] if interactive else [])]
-    command += [f"--env={key}={value}" for key, value in environment.items()]
-    command += [
-        "--mount",
-        f"type=bind,source={tls_dir},target={mount},readonly",
-        "--mount",
-        f"type=bind,source={output_dir},target=/output",
-    ]
-    # --json: the trainer's last line on stdout is its result, which names the run folder to fetch.
-    command += [image, "--workers", str(target.expected_workers()), *args, "--json"]
-    print(f"training on {host} against {state['address']} ({image})", flush=True)
-    target.shell(host, f"{target.sudo(host)}install -d -o {uid} -g {uid} -m 0750 {shlex.quote(output_dir)}").check("install -d")
-    done = target.shell(host, target.sudo(host) + shlex.join(command), timeout=24 * 3600, hide=False, pty=interactive)
-    if done.code == 0:
-        fetch(target, host, output_dir, trainer_result(done.stdout)["run_id"], fetch_dir or _fetch_dir(target, host))
-    return done.code
-
-
-def trainer_result(output: str) -> dict[str, Any]:
-    """Give the trainer's result: the last line of its output that is a JSON object with a run_id (--json)."""
-    for line in reversed(output.splitlines()):
-        if line.lstrip().startswith("{"):
-            with contextlib.suppress(ValueError):
-                result = json.loads(line)
-                if isinstance(result, dict) and "run_id" in result:
-                    return result
-    raise OpsError("the trainer exited 0 but printed no result line (--json); nothing fetched")
-
-
-def _fetch_dir(target: Fleet, host: str) -> Path:
-    try:
-        return Path(target.var(host, "trainer_fetch_dir"))
-    except OpsError:  # the role default follows the playbook's folder: ansible/runs
-        return ROOT / "ansible" / "runs"
-
-
-def fetch(target: Fleet, host: str, output_dir: str, run_id: str, fetch_dir: Path) -> None:
-    """Copy the run folder RUN_ID, which the trainer just wrote in OUTPUT_DIR on HOST, into FETCH_DIR."""
-    remote = f"/tmp/skfleet-run-{run_id}.tar.gz"  # noqa: S108 - on the remote host, removed below
-    sudo = target.sudo(host)
-    user = target.connection(host).user or "root"
-    target.shell(
-        host, f"{sudo}tar -C {shlex.quote(output_dir)} -czf {remote} {shlex.quote(run_id)} && {sudo}chown {user} {remote}"
-    ).check("packing the run folder")
-    fetch_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=fetch_dir, prefix=".fetch-") as scratch:
-        local = Path(scratch) / "run.tar.gz"
-        target.connection(host).get(remote, str(local))
-        target.shell(host, f"rm -f {remote}")
-        with tarfile.open(local) as tar:
-            tar.extractall(scratch, filter="data")
-        (Path(scratch) / run_id).rename(fetch_dir / run_id)
-    print(f"run {run_id} fetched to {fetch_dir / run_id}")

@@ -1,32 +1,19 @@
-"""The Ansible path, for real: three VM containers (systemd, sshd, their own Docker engine),
-the playbooks run over SSH, a TLS Dask cluster across the VMs, a client on this machine.
+"""The playbooks, for real, on the VM fleet of tests/fleet.py (three VM stand-ins, a TLS Dask cluster).
 
-vm1 runs the scheduler (and the trainer), vm2 and vm3 the workers. The tests run in file
-order on one cluster: site.yml twice, then real work, then the playbooks that change it
-(train, scale down and up, rolling restart, upgrade, teardown).
+The tests run in file order on one cluster: site.yml a second time, then real work, then the
+playbooks that change it (train, scale down and up, rolling restart, upgrade, CA rotation);
+teardown.yml runs last of all, after tests/ops/test_ops_on_vms.py (marked `last`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import tarfile
-import time
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import docker.errors
 import pytest
 import yaml
 from cryptography import x509
@@ -34,12 +21,24 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from distributed import Client, Event
-from distributed.security import Security
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests import runbooks
+from tests.fleet import (
+    REGISTRY_PUSH_PORT,
+    TAG,
+    Playbooks,
+    gated_checksum,
+    random_payload,
+    recap,
+    runbook_env,
+    slow_checksum,
+    worker_hosts,
+    worker_started_at,
+)
 from tests.stack import wait_for
-from tests.vms import FLEET_LABEL, LABEL_KEY, LABEL_VALUE, VmFleet, destroy_leftovers, docker_client
+from tests.summary import summary_value
+from tests.vms import docker_client
 
 pytestmark = [
     pytest.mark.docker,
@@ -49,165 +48,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Mismatched versions found"),
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE = ROOT / "ansible"
-BIN = Path(sys.executable).parent
-PREFIX = "skfleet-ansible-test"
-TAG = "e2e"
 NEXT_TAG = "e2e-next"
-# The test registry's last address byte on the VMs' network (the VMs are .11 and up).
-REGISTRY_HOST = 5
-REGISTRY_IMAGE = "skfleet-test/registry:bookworm"
-REGISTRY_PUSH_PORT = 5055
-
-
-@dataclass
-class Playbooks:
-    """The VM fleet, its inventory and a way to run the playbooks against it."""
-
-    fleet: VmFleet
-    inventory_dir: Path
-    runs_dir: Path
-    group_vars: dict[str, object]
-    timings: dict[str, list[float]] = field(default_factory=dict)
-
-    @property
-    def registry(self) -> str:
-        """Give the test registry's address as the VMs reach it (the upgrade ships through it)."""
-        return f"{self.fleet.gateway.rsplit('.', 1)[0]}.{REGISTRY_HOST}:5000"
-
-    def set_group_vars(self, **settings: object) -> None:
-        """Change group_vars/all.yml, as a user edits the inventory."""
-        self.group_vars.update(settings)
-        (self.inventory_dir / "group_vars" / "all.yml").write_text(json.dumps(self.group_vars, indent=2))
-
-    @property
-    def scheduler(self) -> str:
-        return f"tls://{self.fleet.vm('vm1').address}:8786"
-
-    def write_inventory(self, workers: list[str], retired: list[str] | None = None) -> None:
-        self.fleet.write_inventory(
-            self.inventory_dir / "hosts.ini",
-            {
-                "dask_scheduler": ["vm1"],
-                "dask_workers": workers,
-                "dask_workers_retired": retired or [],
-                "trainer": [],
-            },
-        )
-
-    def run(self, playbook: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run one playbook; give its output (failing the test, with that output, on a non-zero exit)."""
-        command = [str(BIN / "ansible-playbook"), "-i", str(self.inventory_dir / "hosts.ini"), playbook, *extra]
-        env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
-        started = time.monotonic()
-        result = subprocess.run(command, cwd=ANSIBLE, env=env, capture_output=True, text=True, timeout=1200)
-        self.timings.setdefault(playbook, []).append(time.monotonic() - started)
-        if check and result.returncode != 0:
-            pytest.fail(f"{playbook} exited {result.returncode}\n{result.stdout[-20000:]}\n{result.stderr[-5000:]}")
-        return result
-
-    def client(self, **tls: str) -> Client:
-        """Give a TLS client of the cluster with the trainer's certificate (or the files given)."""
-        tls_dir = self.inventory_dir / "tls"
-        security = Security(
-            tls_ca_file=tls.get("ca", str(tls_dir / "ca.pem")),
-            tls_client_cert=tls.get("cert", str(tls_dir / "trainer.pem")),
-            tls_client_key=tls.get("key", str(tls_dir / "trainer.key")),
-            require_encryption=True,
-        )
-        return Client(self.scheduler, security=security, timeout=30)
-
-    def containers(self, vm: str) -> list[str]:
-        """Give the names of the skfleet containers on a VM, running or not."""
-        output = self.fleet.ssh(self.fleet.vm(vm), "sudo docker ps --all --format '{{.Names}}'").stdout
-        return sorted(name for name in output.split() if name.startswith("skfleet-"))
-
-
-def recap(output: str) -> dict[str, dict[str, int]]:
-    """Give PLAY RECAP's counters per host."""
-    counters = {}
-    for host, fields in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, flags=re.MULTILINE):
-        counters[host] = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", fields)}
-    return counters
-
-
-def worker_hosts(client: Client) -> dict[str, str]:
-    """Give the worker addresses by their host's address."""
-    return {info["host"]: address for address, info in client.scheduler_info()["workers"].items()}
-
-
-def cluster_functions() -> tuple[Callable[[int], bytes], Callable[[bytes, float, int], int], Callable[[bytes, int, str], int]]:
-    """Give the functions the tests send to the workers.
-
-    Local functions, so that Dask pickles them by value: the workers can't import this module.
-    """
-
-    def random_payload(n_bytes: int) -> bytes:
-        return os.urandom(n_bytes)
-
-    def slow_checksum(payload: bytes, delay: float, salt: int) -> int:
-        time.sleep(delay)
-        return zlib.crc32(payload) + salt
-
-    def gated_checksum(payload: bytes, salt: int, gate: str) -> int:
-        # Runs (blocked) until the test opens the gate: the computation is surely in flight
-        # while a playbook changes the cluster under it.
-        Event(gate).wait(timeout=900)
-        return zlib.crc32(payload) + salt
-
-    return random_payload, slow_checksum, gated_checksum
-
-
-random_payload, slow_checksum, gated_checksum = cluster_functions()
-
-
-@pytest.fixture(scope="module")
-def playbooks(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Playbooks]:
-    subprocess.run([str(ROOT / "scripts" / "build-vm-image.sh")], check=True, timeout=900)
-    destroy_leftovers(PREFIX)
-    work = tmp_path_factory.mktemp("ansible")
-    fleet = VmFleet(PREFIX, work_dir=work / "vms")
-    inventory_dir = work / "inventory"
-    inventory_dir.mkdir()
-    (inventory_dir / "group_vars").mkdir()
-    cluster = Playbooks(fleet, inventory_dir, work / "runs", group_vars={})
-    # The images are built on this controller by the role itself (dask_images_build), with
-    # the build settings scripts/test.sh exported (offline base image, pip CA bundle), and
-    # shipped without a registry; upgrade.yml later pulls from the test registry.
-    cluster.set_group_vars(
-        skfleet_image_tag=TAG,
-        dask_images_build=True,
-        dask_images_archive_dir=str(work / "image-archives"),
-        trainer_fetch_dir=str(cluster.runs_dir),
-        # The VMs' facts see this whole machine; size the workers like small VMs.
-        dask_worker_nthreads=1,
-        dask_worker_memory_limit="2GiB",
-        # The firewall on, admitting the cluster and this controller (the network's gateway).
-        skfleet_firewall=True,
-        skfleet_firewall_allowed_sources=[fleet.gateway],
-        # The test registry speaks plain HTTP on the test network.
-        docker_engine_insecure_registries=[cluster.registry],
-        # site.yml and scale.yml write a Prometheus scrape configuration from the inventory.
-        skfleet_prometheus_config=str(work / "prometheus.yml"),
-    )
-    cluster.write_inventory(["vm2", "vm3"])
-    try:
-        fleet.boot()
-        start_registry(cluster)
-        cluster.run("site.yml")
-        yield cluster
-    except BaseException:
-        for vm in fleet.vms:
-            print(f"\n===== journal of {vm.name} =====\n{fleet.logs(vm)}")
-        raise
-    finally:
-        timings = ", ".join(f"{name} {' / '.join(f'{t:.0f}' for t in times)}" for name, times in cluster.timings.items())
-        with request.config.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
-            print(f"\nplaybook wall times (s): {timings}")
-        with contextlib.suppress(docker.errors.NotFound):  # not started, when the fleet did not boot
-            docker_client().containers.get(f"{PREFIX}-registry").remove(force=True)
-        fleet.destroy()
 
 
 def test_site_converges_and_a_second_run_changes_nothing(playbooks: Playbooks) -> None:
@@ -308,10 +149,14 @@ def test_train_fetches_the_run_folder(playbooks: Playbooks) -> None:
     assert results["n_fits"] == 2 * 3
     assert 0.5 < results["test_accuracy"] <= 1
     assert results["test_accuracy"] >= results["baseline_accuracy"]
-    # The play ends with what the run found, read from its results.json.
-    assert f"best CV {results['scoring']} {results['best_cv_score']:.4f}" in played.stdout, played.stdout[-3000:]
-    assert f"test accuracy {results['test_accuracy']:.4f} (majority baseline" in played.stdout
-    assert f"{results['n_fits']} fits in" in played.stdout and f"fetched to {runs[0]}" in played.stdout
+    # The play ends with the trainer's own summary (its result line's), then where the folder went.
+    assert summary_value(played.stdout, f"best CV {results['scoring']}") == f"{results['best_cv_score']:.4f}", played.stdout[
+        -3000:
+    ]
+    assert summary_value(played.stdout, "test accuracy").startswith(f"{results['test_accuracy']:.4f}")
+    assert summary_value(played.stdout, "fit").startswith(f"{results['n_fits']} fits in")
+    assert f"run {runs[0].name} fetched to {runs[0]} (" in played.stdout
+    assert "written to" not in played.stdout  # the container's path means nothing on the controller
 
 
 def test_the_rendered_prometheus_config_lists_every_metrics_endpoint_and_each_answers(playbooks: Playbooks) -> None:
@@ -329,96 +174,6 @@ def test_the_rendered_prometheus_config_lists_every_metrics_endpoint_and_each_an
             with urllib.request.urlopen(f"http://{target}/metrics", timeout=10) as response:
                 families = {family.name for family in text_string_to_metric_families(response.read().decode())}
             assert expected_family in families, (target, sorted(families)[:20])
-
-
-def ops(playbooks: Playbooks, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    """Run scripts/ops.sh -i INVENTORY ARGS, as an operator would from the repository root."""
-    command = [str(ROOT / "scripts" / "ops.sh"), "-i", str(playbooks.inventory_dir / "hosts.ini"), *args]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-
-
-def runbook_env(playbooks: Playbooks) -> dict[str, str]:
-    """The environment docs/runbooks/ asks for: INVENTORY, the inventory's hosts file."""
-    return {**os.environ, "INVENTORY": str(playbooks.inventory_dir / "hosts.ini"), "ANSIBLE_FORCE_COLOR": "0"}
-
-
-def test_ops_status_names_every_vm_and_the_tls_scheduler(playbooks: Playbooks) -> None:
-    result = ops(playbooks, "status")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"scheduler  {playbooks.scheduler}" in result.stdout
-    assert "2 of 2 joined" in result.stdout and result.stdout.rstrip().endswith("healthy")
-    for vm in ("vm2", "vm3"):
-        assert re.search(rf"tls://{re.escape(playbooks.fleet.vm(vm).address)}:8790 +{vm} +running", result.stdout), result.stdout
-
-
-def test_ops_logs_gathers_every_vms_containers(playbooks: Playbooks, tmp_path: Path) -> None:
-    result = ops(playbooks, "logs", "--output", str(tmp_path))
-    assert result.returncode == 0, result.stdout + result.stderr
-    (archive,) = tmp_path.iterdir()
-    with tarfile.open(archive) as tar:
-        members = {Path(*Path(member.name).parts[1:]).as_posix(): member for member in tar.getmembers()}
-        scheduler = tar.extractfile(members["vm1/skfleet-scheduler.log"]).read().decode()
-    assert {"vm1/containers.txt", "vm2/skfleet-worker.log", "vm3/skfleet-worker.log", "status.txt"} <= set(members)
-    assert re.search(rf"Scheduler at: +{re.escape(playbooks.scheduler)}", scheduler), scheduler[:3000]
-
-
-def test_ops_train_streams_progress_and_fetches_the_run(playbooks: Playbooks, tmp_path: Path) -> None:
-    grid = ["--synthetic-rows", "6000", "--param", "max_depth=4", "--param", "n_estimators=10"]
-    result = ops(playbooks, "train", "--fetch-dir", str(tmp_path), "--", *grid)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"Done +3 out of +3", result.stderr), result.stderr[-3000:]  # streamed from the VM as it ran
-    (run,) = tmp_path.iterdir()
-    assert f"run {run.name} fetched to {run}" in result.stdout
-    results = json.loads((run / "results.json").read_text())
-    assert results["scheduler_address"] == playbooks.scheduler and results["n_workers"] == 2
-    assert (run / "report.html").stat().st_size > 0
-
-
-def test_ops_restart_worker_keeps_its_data_and_it_rejoins(playbooks: Playbooks) -> None:
-    started = worker_started_at(playbooks, "vm2")
-    with playbooks.client() as client:
-        payload = client.submit(random_payload, 1 << 20, workers=[worker_hosts(client)[playbooks.fleet.vm("vm2").address]],
-                                allow_other_workers=False, pure=False)  # fmt: skip
-        expected = payload.result(timeout=60)
-        result = ops(playbooks, "restart-worker", "vm2")
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert "skfleet-worker on vm2 restarted and rejoined" in result.stdout
-        assert payload.result(timeout=60) == expected  # moved to vm3 first, never recomputed
-        assert len(worker_hosts(client)) == 2
-    assert worker_started_at(playbooks, "vm2") > started
-
-
-def test_ops_retire_worker_then_the_runbook_adds_it_back(playbooks: Playbooks) -> None:
-    result = ops(playbooks, "retire-worker", "vm3")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert playbooks.containers("vm3") == []
-    status = ops(playbooks, "status")
-    assert status.returncode == 1 and "1 of 2 workers joined the scheduler" in status.stdout, status.stdout
-    _, status = runbooks.run("add-remove-vm.md#add-a-vm", runbook_env(playbooks))
-    assert status.stdout.rstrip().endswith("healthy")
-    assert playbooks.containers("vm3") == ["skfleet-worker"]
-
-
-def test_the_tunnel_runbook_opens_the_dashboard(playbooks: Playbooks) -> None:
-    with socket.socket() as probe:
-        assert probe.connect_ex(("127.0.0.1", 8787)) != 0, "127.0.0.1:8787 is taken here: the runbook's tunnel needs it"
-    (tunnel,) = runbooks.run("dashboard-tunnel.md#open-it", runbook_env(playbooks))
-    try:
-        line = tunnel.stdout.readline()
-        assert line.startswith("dashboard: http://127.0.0.1:8787/status"), line + tunnel.stderr.read()
-        with urllib.request.urlopen("http://127.0.0.1:8787/health", timeout=10) as response:
-            assert response.read() == b"ok"
-        with urllib.request.urlopen("http://127.0.0.1:8787/status", timeout=10) as response:
-            assert b"Dask" in response.read()
-    finally:
-        still_open = tunnel.poll() is None
-        if still_open:
-            os.killpg(tunnel.pid, signal.SIGTERM)
-        stdout, stderr = tunnel.communicate(timeout=30)
-    assert still_open, f"the tunnel ended by itself (exit {tunnel.returncode}): {stdout}{stderr}"
-    assert "tunnel closed" in stdout, stdout + stderr
-    with socket.socket() as probe:
-        assert probe.connect_ex(("127.0.0.1", 8787)) != 0  # closed with it
 
 
 def test_scale_down_retires_the_worker_and_its_data_moves(playbooks: Playbooks) -> None:
@@ -506,6 +261,7 @@ def test_rotating_the_ca_locks_out_the_old_certificates(playbooks: Playbooks, tm
         playbooks.client(ca=str(tmp_path / "ca.pem"), cert=str(tmp_path / "trainer.pem"), key=str(tmp_path / "trainer.key"))
 
 
+@pytest.mark.last
 def test_teardown_leaves_no_skfleet_container(playbooks: Playbooks) -> None:
     playbooks.run("teardown.yml", "-e", "teardown_remove_images=true")
     for vm in ("vm1", "vm2", "vm3"):
@@ -514,41 +270,10 @@ def test_teardown_leaves_no_skfleet_container(playbooks: Playbooks) -> None:
         assert f"{playbooks.registry}/skfleet/runtime:{NEXT_TAG}" not in images.stdout.split()
 
 
-def worker_started_at(playbooks: Playbooks, vm: str) -> str:
-    command = "sudo docker inspect --format '{{.State.StartedAt}}' skfleet-worker"
-    return playbooks.fleet.ssh(playbooks.fleet.vm(vm), command).stdout.strip()
-
-
 def derive_image(source: str, target: str) -> None:
     """Tag a new image ID on top of SOURCE: a new version for upgrade.yml, in a second."""
     dockerfile = f"FROM {source}\nLABEL skfleet.test.upgrade={target}\n"
     docker_client().images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=target, rm=True, timeout=120)
-
-
-def start_registry(playbooks: Playbooks) -> None:
-    """Run a registry (Debian's docker-registry) on the VMs' network, published on 127.0.0.1 for pushing."""
-    base = os.environ.get("BASE_IMAGE", "skfleet/base:bookworm")
-    dockerfile = (
-        f"FROM {base}\n"
-        "RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends"
-        " docker-registry && rm -rf /var/lib/apt/lists/*\n"
-        # Debian's config asks for htpasswd logins; the test registry lives on a test network only.
-        "RUN printf 'version: 0.1\\nstorage:\\n  filesystem:\\n    rootdirectory: /var/lib/docker-registry\\n"
-        "http:\\n  addr: :5000\\n' > /etc/docker/registry/open.yml\n"
-        'CMD ["/usr/bin/docker-registry", "serve", "/etc/docker/registry/open.yml"]\n'
-    )
-    engine = docker_client()
-    engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=REGISTRY_IMAGE, rm=True, timeout=600)
-    network = playbooks.fleet.network
-    engine.containers.run(
-        REGISTRY_IMAGE,
-        detach=True,
-        name=f"{PREFIX}-registry",
-        labels={LABEL_KEY: LABEL_VALUE, FLEET_LABEL: PREFIX},  # destroy_leftovers(PREFIX) clears it
-        network=network,
-        networking_config={network: engine.api.create_endpoint_config(ipv4_address=playbooks.registry.split(":")[0])},
-        ports={"5000/tcp": ("127.0.0.1", REGISTRY_PUSH_PORT)},
-    )
 
 
 def push_image(image: str, playbooks: Playbooks) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from skfleet.__main__ import main
 from tests.flights import asa_frame, write_csv
+from tests.summary import summary_value
 
 
 def run(args: list[str], output: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -156,5 +157,8 @@ def test_json_ends_the_run_with_one_line_for_scripts(output: Path, capsys) -> No
     result = json.loads(line)
     folder = Path(result.pop("run_folder"))
     assert folder.parent == output and folder.name == result["run_id"]
+    summary = result.pop("summary")
     assert result == json.loads((folder / "results.json").read_text())
-    assert "written to" in captured.err and str(folder) in captured.err  # the human summary, on stderr
+    # The human summary, on stderr, and its very text in the result (train.yml prints it).
+    assert summary.startswith(f"run {result['run_id']} on ") and summary_value(summary, "written to") == str(folder)
+    assert captured.err.rstrip().endswith(summary)

@@ -1,0 +1,231 @@
+"""The VM fleet the Ansible and ops tests share: three VM stand-ins, the playbooks run over SSH
+against them, a TLS Dask cluster across them, a client on this machine.
+
+vm1 runs the scheduler (and the trainer), vm2 and vm3 the workers. `playbooks` boots the fleet
+and runs site.yml once for the session; the tests that take it run last, together, in file
+order (tests/ansible, then tests/ops), and the one marked `last` (teardown.yml) after them
+(tests/conftest.py orders them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker.errors
+import pytest
+from distributed import Client, Event
+from distributed.security import Security
+
+from tests.vms import FLEET_LABEL, LABEL_KEY, LABEL_VALUE, VmFleet, destroy_leftovers, docker_client
+
+ROOT = Path(__file__).resolve().parents[1]
+ANSIBLE = ROOT / "ansible"
+BIN = Path(sys.executable).parent
+PREFIX = "skfleet-ansible-test"
+TAG = "e2e"
+# The test registry's last address byte on the VMs' network (the VMs are .11 and up).
+REGISTRY_HOST = 5
+REGISTRY_IMAGE = "skfleet-test/registry:bookworm"
+REGISTRY_PUSH_PORT = 5055
+
+
+@dataclass
+class Playbooks:
+    """The VM fleet, its inventory and a way to run the playbooks against it."""
+
+    fleet: VmFleet
+    inventory_dir: Path
+    runs_dir: Path
+    group_vars: dict[str, object]
+    timings: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def registry(self) -> str:
+        """Give the test registry's address as the VMs reach it (the upgrade ships through it)."""
+        return f"{self.fleet.gateway.rsplit('.', 1)[0]}.{REGISTRY_HOST}:5000"
+
+    def set_group_vars(self, **settings: object) -> None:
+        """Change group_vars/all.yml, as a user edits the inventory."""
+        self.group_vars.update(settings)
+        (self.inventory_dir / "group_vars" / "all.yml").write_text(json.dumps(self.group_vars, indent=2))
+
+    @property
+    def scheduler(self) -> str:
+        return f"tls://{self.fleet.vm('vm1').address}:8786"
+
+    def write_inventory(self, workers: list[str], retired: list[str] | None = None) -> None:
+        self.fleet.write_inventory(
+            self.inventory_dir / "hosts.ini",
+            {
+                "dask_scheduler": ["vm1"],
+                "dask_workers": workers,
+                "dask_workers_retired": retired or [],
+                "trainer": [],
+            },
+        )
+
+    def run(self, playbook: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run one playbook; give its output (failing the test, with that output, on a non-zero exit)."""
+        command = [str(BIN / "ansible-playbook"), "-i", str(self.inventory_dir / "hosts.ini"), playbook, *extra]
+        env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
+        started = time.monotonic()
+        result = subprocess.run(command, cwd=ANSIBLE, env=env, capture_output=True, text=True, timeout=1200)
+        self.timings.setdefault(playbook, []).append(time.monotonic() - started)
+        if check and result.returncode != 0:
+            pytest.fail(f"{playbook} exited {result.returncode}\n{result.stdout[-20000:]}\n{result.stderr[-5000:]}")
+        return result
+
+    def client(self, **tls: str) -> Client:
+        """Give a TLS client of the cluster with the trainer's certificate (or the files given)."""
+        tls_dir = self.inventory_dir / "tls"
+        security = Security(
+            tls_ca_file=tls.get("ca", str(tls_dir / "ca.pem")),
+            tls_client_cert=tls.get("cert", str(tls_dir / "trainer.pem")),
+            tls_client_key=tls.get("key", str(tls_dir / "trainer.key")),
+            require_encryption=True,
+        )
+        return Client(self.scheduler, security=security, timeout=30)
+
+    def containers(self, vm: str) -> list[str]:
+        """Give the names of the skfleet containers on a VM, running or not."""
+        output = self.fleet.ssh(self.fleet.vm(vm), "sudo docker ps --all --format '{{.Names}}'").stdout
+        return sorted(name for name in output.split() if name.startswith("skfleet-"))
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """Give PLAY RECAP's counters per host."""
+    counters = {}
+    for host, fields in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, flags=re.MULTILINE):
+        counters[host] = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", fields)}
+    return counters
+
+
+def worker_hosts(client: Client) -> dict[str, str]:
+    """Give the worker addresses by their host's address."""
+    return {info["host"]: address for address, info in client.scheduler_info()["workers"].items()}
+
+
+def cluster_functions() -> tuple[Callable[[int], bytes], Callable[[bytes, float, int], int], Callable[[bytes, int, str], int]]:
+    """Give the functions the tests send to the workers.
+
+    Local functions, so that Dask pickles them by value: the workers can't import this module.
+    """
+
+    def random_payload(n_bytes: int) -> bytes:
+        return os.urandom(n_bytes)
+
+    def slow_checksum(payload: bytes, delay: float, salt: int) -> int:
+        time.sleep(delay)
+        return zlib.crc32(payload) + salt
+
+    def gated_checksum(payload: bytes, salt: int, gate: str) -> int:
+        # Runs (blocked) until the test opens the gate: the computation is surely in flight
+        # while a playbook changes the cluster under it.
+        Event(gate).wait(timeout=900)
+        return zlib.crc32(payload) + salt
+
+    return random_payload, slow_checksum, gated_checksum
+
+
+random_payload, slow_checksum, gated_checksum = cluster_functions()
+
+
+@pytest.fixture(scope="session")
+def playbooks(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Playbooks]:
+    subprocess.run([str(ROOT / "scripts" / "build-vm-image.sh")], check=True, timeout=900)
+    destroy_leftovers(PREFIX)
+    work = tmp_path_factory.mktemp("ansible")
+    fleet = VmFleet(PREFIX, work_dir=work / "vms")
+    inventory_dir = work / "inventory"
+    inventory_dir.mkdir()
+    (inventory_dir / "group_vars").mkdir()
+    cluster = Playbooks(fleet, inventory_dir, work / "runs", group_vars={})
+    # The images are built on this controller by the role itself (dask_images_build), with
+    # the build settings scripts/test.sh exported (offline base image, pip CA bundle), and
+    # shipped without a registry; upgrade.yml later pulls from the test registry.
+    cluster.set_group_vars(
+        skfleet_image_tag=TAG,
+        dask_images_build=True,
+        dask_images_archive_dir=str(work / "image-archives"),
+        trainer_fetch_dir=str(cluster.runs_dir),
+        # The VMs' facts see this whole machine; size the workers like small VMs.
+        dask_worker_nthreads=1,
+        dask_worker_memory_limit="2GiB",
+        # The firewall on, admitting the cluster and this controller (the network's gateway).
+        skfleet_firewall=True,
+        skfleet_firewall_allowed_sources=[fleet.gateway],
+        # The test registry speaks plain HTTP on the test network.
+        docker_engine_insecure_registries=[cluster.registry],
+        # site.yml and scale.yml write a Prometheus scrape configuration from the inventory.
+        skfleet_prometheus_config=str(work / "prometheus.yml"),
+    )
+    cluster.write_inventory(["vm2", "vm3"])
+    try:
+        fleet.boot()
+        start_registry(cluster)
+        cluster.run("site.yml")
+        yield cluster
+    except BaseException:
+        for vm in fleet.vms:
+            print(f"\n===== journal of {vm.name} =====\n{fleet.logs(vm)}")
+        raise
+    finally:
+        timings = ", ".join(f"{name} {' / '.join(f'{t:.0f}' for t in times)}" for name, times in cluster.timings.items())
+        with request.config.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
+            print(f"\nplaybook wall times (s): {timings}")
+        with contextlib.suppress(docker.errors.NotFound):  # not started, when the fleet did not boot
+            docker_client().containers.get(f"{PREFIX}-registry").remove(force=True)
+        fleet.destroy()
+
+
+def ops(playbooks: Playbooks, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run scripts/ops.sh -i INVENTORY ARGS, as an operator would from the repository root."""
+    command = [str(ROOT / "scripts" / "ops.sh"), "-i", str(playbooks.inventory_dir / "hosts.ini"), *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def runbook_env(playbooks: Playbooks) -> dict[str, str]:
+    """The environment docs/runbooks/ asks for: INVENTORY, the inventory's hosts file."""
+    return {**os.environ, "INVENTORY": str(playbooks.inventory_dir / "hosts.ini"), "ANSIBLE_FORCE_COLOR": "0"}
+
+
+def worker_started_at(playbooks: Playbooks, vm: str) -> str:
+    command = "sudo docker inspect --format '{{.State.StartedAt}}' skfleet-worker"
+    return playbooks.fleet.ssh(playbooks.fleet.vm(vm), command).stdout.strip()
+
+
+def start_registry(playbooks: Playbooks) -> None:
+    """Run a registry (Debian's docker-registry) on the VMs' network, published on 127.0.0.1 for pushing."""
+    base = os.environ.get("BASE_IMAGE", "skfleet/base:bookworm")
+    dockerfile = (
+        f"FROM {base}\n"
+        "RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends"
+        " docker-registry && rm -rf /var/lib/apt/lists/*\n"
+        # Debian's config asks for htpasswd logins; the test registry lives on a test network only.
+        "RUN printf 'version: 0.1\\nstorage:\\n  filesystem:\\n    rootdirectory: /var/lib/docker-registry\\n"
+        "http:\\n  addr: :5000\\n' > /etc/docker/registry/open.yml\n"
+        'CMD ["/usr/bin/docker-registry", "serve", "/etc/docker/registry/open.yml"]\n'
+    )
+    engine = docker_client()
+    engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=REGISTRY_IMAGE, rm=True, timeout=600)
+    network = playbooks.fleet.network
+    engine.containers.run(
+        REGISTRY_IMAGE,
+        detach=True,
+        name=f"{PREFIX}-registry",
+        labels={LABEL_KEY: LABEL_VALUE, FLEET_LABEL: PREFIX},  # destroy_leftovers(PREFIX) clears it
+        network=network,
+        networking_config={network: engine.api.create_endpoint_config(ipv4_address=playbooks.registry.split(":")[0])},
+        ports={"5000/tcp": ("127.0.0.1", REGISTRY_PUSH_PORT)},
+    )

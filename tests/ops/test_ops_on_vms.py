@@ -1,0 +1,121 @@
+"""ops on the VMs, for real: scripts/ops.sh -i INVENTORY against the fleet site.yml provisioned
+(tests/fleet.py), as an operator runs it from the repository root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import tarfile
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests import runbooks
+from tests.fleet import Playbooks, ops, random_payload, runbook_env, worker_hosts, worker_started_at
+from tests.summary import summary_value
+
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.vms,
+    pytest.mark.timeout(1800),
+    # This machine's Python and the images' differ in the micro version only (the trainer's gate agrees).
+    pytest.mark.filterwarnings("ignore:Mismatched versions found"),
+]
+
+
+def test_ops_status_names_every_vm_and_the_tls_scheduler(playbooks: Playbooks) -> None:
+    result = ops(playbooks, "status")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"scheduler  {playbooks.scheduler}" in result.stdout
+    assert "2 of 2 joined" in result.stdout and result.stdout.rstrip().endswith("healthy")
+    for vm in ("vm2", "vm3"):
+        assert re.search(rf"tls://{re.escape(playbooks.fleet.vm(vm).address)}:8790 +{vm} +running", result.stdout), result.stdout
+
+
+def test_ops_logs_gathers_every_vms_containers(playbooks: Playbooks, tmp_path: Path) -> None:
+    result = ops(playbooks, "logs", "--output", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    (archive,) = tmp_path.iterdir()
+    with tarfile.open(archive) as tar:
+        members = {Path(*Path(member.name).parts[1:]).as_posix(): member for member in tar.getmembers()}
+        scheduler = tar.extractfile(members["vm1/skfleet-scheduler.log"]).read().decode()
+    assert {"vm1/containers.txt", "vm2/skfleet-worker.log", "vm3/skfleet-worker.log", "status.txt"} <= set(members)
+    assert re.search(rf"Scheduler at: +{re.escape(playbooks.scheduler)}", scheduler), scheduler[:3000]
+
+
+def test_ops_train_runs_the_trainer_role_streams_its_progress_and_fetches_the_run(playbooks: Playbooks, tmp_path: Path) -> None:
+    grid = ["--synthetic-rows", "6000", "--param", "max_depth=4", "--param", "n_estimators=10"]
+    result = ops(playbooks, "train", "--fetch-dir", str(tmp_path), "--", *grid)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"Done +3 out of +3", result.stderr), result.stderr[-3000:]  # streamed from the VM as it ran
+    (run,) = tmp_path.iterdir()
+    # train.yml's play (the trainer role), which ends with the trainer's own summary.
+    assert "TASK [trainer : Wait for the training job to end]" in result.stdout, result.stdout[-3000:]
+    assert f"run {run.name} fetched to {run} (" in result.stdout
+    results = json.loads((run / "results.json").read_text())
+    assert summary_value(result.stdout, "best params") == "max_depth=4, n_estimators=10"
+    assert results["scheduler_address"] == playbooks.scheduler and results["n_workers"] == 2
+    assert (run / "report.html").stat().st_size > 0
+    # The job's container is gone; nothing but skfleet's services is left on the trainer host.
+    assert [name for name in playbooks.containers("vm1") if name.startswith("skfleet-trainer")] == []
+
+
+def test_ops_train_with_a_bad_grid_fails_with_the_trainers_words(playbooks: Playbooks, tmp_path: Path) -> None:
+    result = ops(playbooks, "train", "--fetch-dir", str(tmp_path), "--", "--param", "max_depth=deep")
+    assert result.returncode != 0
+    assert "the trainer exited 2" in result.stdout, result.stdout[-3000:]
+    assert "deep" in result.stderr + result.stdout  # the value the trainer refused, streamed and in the play's message
+    assert list(tmp_path.iterdir()) == []
+    assert [name for name in playbooks.containers("vm1") if name.startswith("skfleet-trainer")] == []
+
+
+def test_ops_restart_worker_keeps_its_data_and_it_rejoins(playbooks: Playbooks) -> None:
+    started = worker_started_at(playbooks, "vm2")
+    with playbooks.client() as client:
+        payload = client.submit(random_payload, 1 << 20, workers=[worker_hosts(client)[playbooks.fleet.vm("vm2").address]],
+                                allow_other_workers=False, pure=False)  # fmt: skip
+        expected = payload.result(timeout=60)
+        result = ops(playbooks, "restart-worker", "vm2")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "skfleet-worker on vm2 restarted and rejoined" in result.stdout
+        assert payload.result(timeout=60) == expected  # moved to vm3 first, never recomputed
+        assert len(worker_hosts(client)) == 2
+    assert worker_started_at(playbooks, "vm2") > started
+
+
+def test_ops_retire_worker_then_the_runbook_adds_it_back(playbooks: Playbooks) -> None:
+    result = ops(playbooks, "retire-worker", "vm3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert playbooks.containers("vm3") == []
+    status = ops(playbooks, "status")
+    assert status.returncode == 1 and "1 of 2 workers joined the scheduler" in status.stdout, status.stdout
+    _, status = runbooks.run("add-remove-vm.md#add-a-vm", runbook_env(playbooks))
+    assert status.stdout.rstrip().endswith("healthy")
+    assert playbooks.containers("vm3") == ["skfleet-worker"]
+
+
+def test_the_tunnel_runbook_opens_the_dashboard(playbooks: Playbooks) -> None:
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", 8787)) != 0, "127.0.0.1:8787 is taken here: the runbook's tunnel needs it"
+    (tunnel,) = runbooks.run("dashboard-tunnel.md#open-it", runbook_env(playbooks))
+    try:
+        line = tunnel.stdout.readline()
+        assert line.startswith("dashboard: http://127.0.0.1:8787/status"), line + tunnel.stderr.read()
+        with urllib.request.urlopen("http://127.0.0.1:8787/health", timeout=10) as response:
+            assert response.read() == b"ok"
+        with urllib.request.urlopen("http://127.0.0.1:8787/status", timeout=10) as response:
+            assert b"Dask" in response.read()
+    finally:
+        still_open = tunnel.poll() is None
+        if still_open:
+            os.killpg(tunnel.pid, signal.SIGTERM)
+        stdout, stderr = tunnel.communicate(timeout=30)
+    assert still_open, f"the tunnel ended by itself (exit {tunnel.returncode}): {stdout}{stderr}"
+    assert "tunnel closed" in stdout, stdout + stderr
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", 8787)) != 0  # closed with it
