@@ -11,7 +11,10 @@ Compose is the CLI's; everything else goes to the engine through the Docker SDK.
 from __future__ import annotations
 
 import contextlib
+import csv
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,6 +29,7 @@ from typing import Any
 import docker.errors
 import pytest
 import requests
+from distributed import Client
 
 from tests.vms import docker_client
 
@@ -233,3 +237,42 @@ def joined_worker(stack: Stack, image: str, name: str, *worker_args: str) -> Ite
             with contextlib.suppress(docker.errors.APIError):  # in use by another test's container, or gone
                 engine.images.remove(image, force=True)
         time.sleep(2)  # the scheduler drops the worker as its connection closes
+
+
+def data_holder(client: Client) -> str | None:
+    """Give the worker holding joblib's scattered frame once fits are running, else None."""
+    if not any(client.processing().values()):
+        return None
+    for worker, keys in client.has_what().items():
+        if any(str(key).startswith("DataFrame-") for key in keys):
+            return worker
+    return None
+
+
+def worker_container(stack: Stack, address: str) -> str:
+    """Give the id of the worker container whose IP is in ADDRESS."""
+    for container in stack.compose("ps", "--quiet", "worker").stdout.split():
+        networks = docker_client().containers.get(container).attrs["NetworkSettings"]["Networks"]
+        if any(f"//{network['IPAddress']}:" in address for network in networks.values()):
+            return container
+    raise AssertionError(f"no worker container has the address {address}")
+
+
+def run_id(result: subprocess.CompletedProcess[str]) -> str:
+    """Give the run id a successful trainer printed."""
+    assert result.returncode == 0, result.stderr
+    (printed,) = re.findall(r"^run (\S+) on ", result.stdout, flags=re.MULTILINE)
+    return printed
+
+
+def scores_of(stack: Stack, result: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    """Give a finished run's best parameters and every candidate's mean CV score."""
+    return scores_in(stack.output_dir / run_id(result))
+
+
+def scores_in(folder: Path) -> dict[str, object]:
+    """Give the best parameters and every candidate's mean CV score of the run folder FOLDER."""
+    results = json.loads((folder / "results.json").read_text())
+    with (folder / "cv_results.csv").open() as table:
+        scores = {row["params"]: float(row["mean_test_score"]) for row in csv.DictReader(table)}
+    return {"best_params": results["best_params"], "scores": scores}

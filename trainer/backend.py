@@ -14,13 +14,16 @@ trainer learned:
   call in the calling process when its backend counts one slot (a cluster of one
   single-threaded worker).
 - Data goes straight to the workers (skfleet's `distributed.client.direct-to-workers`),
-  unless the client was told otherwise.
+  unless the client was told otherwise, and to every worker: joblib's own backend scatters each
+  large argument (the data, a fold's indices) to one worker, and a worker that is dropped
+  before the others fetched it takes the only copy with it, cancelling every fit that needs it.
 - Versions are checked as the backend starts: a client whose scikit-learn, numpy, ... differs
   from the cluster's is refused with the words `doctor` prints.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
@@ -29,15 +32,19 @@ from typing import Any
 
 import dask.config
 import joblib
+from dask.sizeof import sizeof
 from distributed import Client
 from distributed.versions import VersionMismatchWarning
-from joblib._dask import DaskDistributedBackend
+from joblib._dask import DaskDistributedBackend, is_weakrefable
 from joblib._parallel_backends import FallbackToBackend, ThreadingBackend
 
 from skfleet import cluster
 from skfleet.errors import ClusterError
 
 BACKEND = "skfleet"
+# joblib's Dask backend scatters an argument larger than this (bytes, by dask's sizeof) instead of
+# sending it inside each task.
+SCATTER_BYTES = 1e3
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +63,32 @@ class SkfleetBackend(DaskDistributedBackend):
         self._saved_direct: bool | None = None
 
     async def _to_func_args(self, func: Any) -> tuple[Any, list[Any]]:
+        self._broadcast_large_arguments(func)
         # joblib's Dask backend wraps each batch in a callable that runs it under its own backend
         # ("dask"): that is what sends a task's nested work to the cluster. Ours runs it in place.
         batch, tasks = await super()._to_func_args(func)
         return InProcessBatch(repr(batch)), tasks
+
+    def _broadcast_large_arguments(self, func: Any) -> None:
+        """Scatter each large argument of the batch FUNC to every worker, where joblib would scatter it to one.
+
+        joblib looks a call's scattered arguments up in `call_data_futures` before scattering
+        one itself: entered there first, ours are the ones its tasks use. Every worker needs the
+        data of a search for its fits anyway; with a copy each, any one of them may be dropped
+        (killed, frozen, cut off) and the fits it ran go on elsewhere.
+        """
+        pending = getattr(self, "call_data_futures", None)
+        if pending is None:  # outside a Parallel call
+            return
+        for _, args, kwargs in func.items:
+            for argument in (*args, *kwargs.values()):
+                if id(argument) in self.data_futures or not is_weakrefable(argument) or sizeof(argument) <= SCATTER_BYTES:
+                    continue
+                try:
+                    pending[argument]
+                except KeyError:
+                    scatter = self.client.scatter(argument, asynchronous=True, hash=False, broadcast=True)
+                    pending[argument] = asyncio.ensure_future(scatter)
 
     def configure(self, n_jobs: int = 1, parallel: Any = None, prefer: str | None = None, **backend_args: Any) -> int:
         if prefer == "threads":

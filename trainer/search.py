@@ -35,6 +35,10 @@ from skfleet.progress import ProgressBar, live_bar
 
 # joblib prints "Done k out of n | elapsed | remaining" about this many times a search.
 PROGRESS_LINES = 10
+# Times a search is fitted again after a dropped worker took data its fits needed.
+LOST_DATA_RETRIES = 3
+# How Dask words the cancellation of a task whose data was lost (not a lost scheduler's "scheduler-connection-lost").
+LOST_DATA_REASONS = ("lost dependencies", "already forgotten")
 
 
 CLUSTER_BACKEND = "skfleet-dask"
@@ -173,6 +177,70 @@ class PausedWatchdog:
                 )
                 _thread.interrupt_main()  # joblib, waiting in the main thread, unwinds as on Ctrl-C
                 return
+
+
+class DroppedWorkers:
+    """Says, as it happens, which worker left the cluster during the search, why, and what moved.
+
+    A worker that sends no heartbeat for `distributed.scheduler.worker-ttl` (a frozen host, a
+    network that silently drops its packets) is dropped by the scheduler once its nanny has not
+    answered either (docker/dask.yaml); one whose connection breaks (a killed process) at once.
+    Either way its fits run on the other workers, with the same scores. A thread polls the
+    scheduler's worker list and, for a worker gone, reads why from the scheduler's event log.
+    (Not a subscription to the "all" topic: some of its events, replicate's, can't be sent.)
+    """
+
+    def __init__(self, client: Client, interval: float = 1.0) -> None:
+        self.client = client
+        self.interval = interval
+        self.dropped: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="skfleet-dropped-workers", daemon=True)
+
+    def __enter__(self) -> DroppedWorkers:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        known: dict[str, str] | None = None
+        while not self._stop.wait(self.interval):
+            try:
+                workers = self.client.scheduler_info()["workers"]
+                for address in sorted(set(known or ()) - set(workers)):
+                    self._report(address, known[address])
+            except (OSError, TimeoutError, RuntimeError):
+                continue  # a lost scheduler is the search's own error
+            known = {address: str(worker.get("name", address)) for address, worker in workers.items()}
+
+    def _report(self, address: str, name: str) -> None:
+        removed = [message for _, message in self.client.get_events(address) if message.get("action") == "remove-worker"]
+        if removed and removed[-1].get("expected"):
+            return  # retired on purpose (ops.sh retire-worker, scale): its data moved first
+        silent = [
+            message
+            for _, message in self.client.get_events("scheduler")
+            if message.get("action") == "worker-ttl-timed-out" and address in message.get("workers", ())
+        ]
+        if silent:
+            why = (
+                f"it sent no heartbeat for {silent[-1]['ttl']:.0f} s and its nanny did not answer either "
+                "(a frozen host, or a network that drops its packets; distributed.scheduler.worker-ttl)"
+            )
+        else:
+            why = "its connection to the scheduler broke (its process died, its host went away, or its network did)"
+        moved = len(removed[-1].get("processing-tasks", ())) if removed else 0
+        self.dropped.append(address)
+        log.warning(
+            "worker %s dropped by the scheduler: %s; its %d running tasks move to the other workers, "
+            "the scores stay those of an undisturbed run",
+            f"{name} ({address})" if name != address else address,
+            why,
+            moved,
+        )
 
 
 def grid_search(
@@ -321,13 +389,14 @@ def run(
         backend = joblib.parallel_backend(CLUSTER_BACKEND, checkpoint=checkpoint, progress=bar)
         with (
             PausedWatchdog(client, paused_timeout) as watchdog,
+            DroppedWorkers(client),
             backend,
             joblib.parallel_config(verbose=lines),
             # The refit, after the last fit, runs here while the cluster idles: on every local core.
             local_threads(joblib.cpu_count()),
         ):
             try:
-                search.fit(X, y)
+                fit_again_after_lost_data(search, X, y, client, checkpoint)
             except KeyboardInterrupt:
                 if watchdog.reason is None:
                     raise
@@ -359,6 +428,53 @@ def run(
         resumed_fit_seconds=checkpoint.reused_seconds if checkpoint else 0.0,
         shared_trees=getattr(search, "shared_trees_", None),
     )
+
+
+def fit_again_after_lost_data(
+    search: Search,
+    X: pd.DataFrame,  # noqa: N803
+    y: pd.Series,
+    client: Client,
+    checkpoint: FitCheckpoint | None,
+) -> None:
+    """Fit SEARCH; when fits were cancelled because a dropped worker took data with it, fit it again.
+
+    The data a search scatters sits on every worker (skfleet's backend), but data scattered
+    while a worker was already silent, not yet dropped, may sit on that worker alone: dropped,
+    it takes that data with it and Dask cancels every fit that needs it. Fitting again scatters
+    the data to the workers left; the fits already done come from the checkpoint. Scores don't
+    change: every fit is seeded. The checkpoint's count of fits resumed from an earlier run is
+    kept as the first try found it.
+    """
+    first_try: tuple[int, float] | None = None
+    for attempt in range(1, LOST_DATA_RETRIES + 2):
+        try:
+            search.fit(X, y)
+            break
+        except concurrent.futures.CancelledError as error:
+            workers = _live_workers(client)
+            lost_data = any(reason in str(error) for reason in LOST_DATA_REASONS)
+            if attempt > LOST_DATA_RETRIES or not lost_data or not workers:
+                raise
+            if checkpoint is not None and first_try is None:
+                first_try = (checkpoint.reused, checkpoint.reused_seconds)
+            log.warning(
+                "fits were cancelled (%s): data went with a dropped worker; the search runs again on the %d workers "
+                "left, the fits done so far reused from the checkpoint (try %d of %d)",
+                first_line(error),
+                workers,
+                attempt + 1,
+                LOST_DATA_RETRIES + 1,
+            )
+    if checkpoint is not None and first_try is not None:
+        checkpoint.reused, checkpoint.reused_seconds = first_try
+
+
+def _live_workers(client: Client) -> int:
+    try:
+        return len(client.scheduler_info()["workers"]) if client.status == "running" else 0
+    except (OSError, TimeoutError, RuntimeError):
+        return 0
 
 
 def shared_trees_plan(search: Search) -> int | None:

@@ -129,6 +129,10 @@ class Target(Protocol):
 
     def worker_names(self, workers: dict[str, Any]) -> dict[str, str]: ...
 
+    def missing_workers(self, workers: dict[str, Any]) -> list[str]:
+        """Name each worker container (VMs: host) whose workers have not all joined, why if known, and what to run."""
+        ...
+
     def log_containers(self, host: str) -> list[str]:
         """Give the containers of HOST whose logs the log bundle holds."""
         ...
@@ -278,6 +282,21 @@ class Local:
             address: addresses.get(worker["host"]) or addresses.get(_host(worker.get("nanny"))) or worker["name"]
             for address, worker in workers.items()
         }
+
+    def missing_workers(self, workers: dict[str, Any]) -> list[str]:
+        joined = set(self.worker_names(workers).values())
+        missing = []
+        for container in self.containers("worker"):
+            if container["oneoff"] == "True" or container["name"] in joined:
+                continue
+            name = container["name"]
+            if container["state"] == "running":
+                missing.append(f"{name} runs but no worker of it joined: its log says why (docker logs {name})")
+            elif container["state"] == "paused":
+                missing.append(f"{name} is paused (frozen by docker pause): docker unpause {name}")
+            else:
+                missing.append(f"{name} is {container['state']}: docker compose up --detach worker (its log: docker logs {name})")
+        return missing
 
     def log_containers(self, host: str) -> list[str]:
         return [c["name"] for c in self.containers()]
@@ -519,6 +538,32 @@ class Fleet:
             base = name.rsplit("-", 1)[0] if name not in hosts and name.rsplit("-", 1)[-1].isdigit() else name
             names[address] = base if base in hosts else name
         return names
+
+    def missing_workers(self, workers: dict[str, Any]) -> list[str]:
+        joined = list(self.worker_names(workers).values())
+        missing = []
+        for host in self.group("dask_workers"):
+            expected, found = int(self.var(host, "dask_worker_nworkers")), joined.count(host)
+            if found >= expected:
+                continue
+            container = self.var(host, "dask_worker_container_name")
+            rerun = f"ansible-playbook -i {self.inventory} site.yml --limit {host}"
+            try:
+                inspect = self._docker(host, "inspect", "--format", "{{.State.Status}}", container, timeout=30)
+            except OpsError as error:
+                missing.append(f"{host} is unreachable ({error}): is the VM up? Its worker joins again once it is")
+                continue
+            state = inspect.stdout.strip()
+            if inspect.code != 0:
+                missing.append(f"{host} has no container {container}: {rerun}")
+            elif state != "running":
+                missing.append(f"{host}: {container} is {state}: {rerun} (its log: scripts/ops.sh -i {self.inventory} logs)")
+            else:
+                missing.append(
+                    f"{host}: {container} runs, {found} of its {expected} workers joined: "
+                    f"its log says why (scripts/ops.sh -i {self.inventory} logs)"
+                )
+        return missing
 
     def log_containers(self, host: str) -> list[str]:
         listing = self._docker(host, "ps", "--all", "--filter", "name=^skfleet-", "--format", "{{.Names}}")

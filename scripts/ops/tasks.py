@@ -51,6 +51,7 @@ def assess(target: Target, state: dict[str, Any]) -> tuple[int, list[str], list[
     expected = target.expected_workers()
     if len(workers) < expected:
         problems.append(f"{len(workers)} of {expected} workers joined the scheduler")
+        problems += target.missing_workers(workers)
     names = target.worker_names(workers)
     for address, worker in sorted(workers.items()):
         if worker["unreachable"]:

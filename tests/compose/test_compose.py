@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bz2
-import csv
 import json
 import re
 import socket
@@ -22,7 +21,19 @@ from distributed import Client
 from skfleet.report import RUN_FILES
 from tests import runbooks
 from tests.flights import asa_frame, write_csv
-from tests.stack import N_WORKERS, ROOT, Stack, crash, free_port, stack_environment, wait_for
+from tests.stack import (
+    N_WORKERS,
+    ROOT,
+    Stack,
+    crash,
+    data_holder,
+    free_port,
+    run_id,
+    scores_of,
+    stack_environment,
+    wait_for,
+    worker_container,
+)
 from tests.summary import summary_value
 from tests.vms import docker_client
 
@@ -402,41 +413,6 @@ def client_when_up(stack: Stack) -> Client | None:
         return Client(f"tcp://127.0.0.1:{stack.scheduler_port}", timeout=5)
     except OSError:  # refused, or accepted by Docker's proxy and closed: not up yet
         return None
-
-
-def data_holder(client: Client) -> str | None:
-    """Give the worker holding joblib's scattered frame once fits are running, else None."""
-    if not any(client.processing().values()):
-        return None
-    for worker, keys in client.has_what().items():
-        if any(str(key).startswith("DataFrame-") for key in keys):
-            return worker
-    return None
-
-
-def worker_container(stack: Stack, address: str) -> str:
-    """Give the id of the worker container whose IP is in ADDRESS."""
-    for container in stack.compose("ps", "--quiet", "worker").stdout.split():
-        networks = docker_client().containers.get(container).attrs["NetworkSettings"]["Networks"]
-        if any(f"//{network['IPAddress']}:" in address for network in networks.values()):
-            return container
-    raise AssertionError(f"no worker container has the address {address}")
-
-
-def run_id(result: subprocess.CompletedProcess[str]) -> str:
-    """Give the run id a successful trainer printed."""
-    assert result.returncode == 0, result.stderr
-    (printed,) = re.findall(r"^run (\S+) on ", result.stdout, flags=re.MULTILINE)
-    return printed
-
-
-def scores_of(stack: Stack, result: subprocess.CompletedProcess[str]) -> dict[str, object]:
-    """Give a finished run's best parameters and every candidate's mean CV score."""
-    folder = stack.output_dir / run_id(result)
-    results = json.loads((folder / "results.json").read_text())
-    with (folder / "cv_results.csv").open() as table:
-        scores = {row["params"]: float(row["mean_test_score"]) for row in csv.DictReader(table)}
-    return {"best_params": results["best_params"], "scores": scores}
 
 
 def test_compose_up_from_the_repository_root_runs_the_trainer_to_completion(stack: Stack, tmp_path: Path) -> None:

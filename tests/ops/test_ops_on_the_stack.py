@@ -91,6 +91,8 @@ def test_status_exits_1_while_a_worker_is_down_and_wait_sees_it_back(stack: Stac
     result = ops(stack, "status")
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"{N_WORKERS - 1} of {N_WORKERS} workers joined the scheduler" in result.stdout
+    # The missing one by its container, with what to run.
+    assert f"{stopped} is exited: docker compose up --detach worker" in result.stdout, result.stdout
     docker_client().containers.get(stopped).start()
     assert ops(stack, "status", "--wait", "120").returncode == 0
 

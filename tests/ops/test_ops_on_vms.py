@@ -94,6 +94,9 @@ def test_ops_retire_worker_then_the_runbook_adds_it_back(playbooks: Playbooks) -
     assert playbooks.containers("vm3") == []
     status = ops(playbooks, "status")
     assert status.returncode == 1 and "1 of 2 workers joined the scheduler" in status.stdout, status.stdout
+    # The missing one by its inventory host, with what to run.
+    inventory = playbooks.inventory_dir / "hosts.ini"
+    assert f"vm3 has no container skfleet-worker: ansible-playbook -i {inventory} site.yml --limit vm3" in status.stdout
     _, status = runbooks.run("add-remove-vm.md#add-a-vm", runbook_env(playbooks))
     assert status.stdout.rstrip().endswith("healthy")
     assert playbooks.containers("vm3") == ["skfleet-worker"]

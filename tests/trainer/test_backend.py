@@ -81,6 +81,23 @@ def test_joblibs_own_dask_backend_still_makes_tree_tasks(client: Client) -> None
     assert task_functions(stream.data).get("_parallel_build_trees", 0) > 0
 
 
+def copies_of_my_data(data: np.ndarray, _: int) -> int:
+    """On a worker: give how many workers hold the scattered array this task was given."""
+    from distributed import get_client, get_worker
+
+    (key,) = [key for key, value in get_worker().data.items() if value is data]
+    return len(get_client().who_has()[key])
+
+
+def test_large_arguments_are_on_every_worker_before_any_task_runs(client: Client) -> None:
+    # joblib's own backend scatters them to one worker: dropped before the others fetched them,
+    # that worker would take the only copy (the data, a fold's indices) and cancel every fit.
+    data = np.arange(100_000)
+    with joblib.parallel_backend("skfleet"):
+        copies = joblib.Parallel(n_jobs=-1)(joblib.delayed(copies_of_my_data)(data, i) for i in range(6))
+    assert copies == [2] * 6
+
+
 def test_nothing_runs_in_the_client_even_with_n_jobs_1_on_one_worker_thread() -> None:
     X, y = make_classification(n_samples=200, random_state=0)
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as one:

@@ -259,7 +259,11 @@ def test_workers_paused_at_their_memory_limit_end_the_search_with_the_fix(tmp_pa
 
 
 def test_the_training_rows_reach_each_worker_once() -> None:
-    """joblib scatters the frame (and each fold's indices) once per search; the other worker fetches it once."""
+    """The frame (and each fold's indices) goes to every worker once, from the client, before any fit.
+
+    joblib's own Dask backend scatters it to one worker and lets the other fetch it: a worker
+    dropped before that took the only copy (tests/compose/test_silent_workers.py).
+    """
     features, target = _training_data()
     frame_bytes = len(pickle.dumps(features))
     with (
@@ -272,13 +276,13 @@ def test_the_training_rows_reach_each_worker_once() -> None:
                 ([str(key) for key in entry["keys"]], entry["total"]) for entry in dask_worker.transfer_incoming_log
             ]
         )
+    # 12 fits on 2 workers: neither fetched the frame from the other; each got it from the client.
     frames = [
         total for entries in fetched.values() for keys, total in entries if any(key.startswith("DataFrame-") for key in keys)
     ]
-    # 12 fits on 2 workers: one worker got the frame from the client, the other fetched it from that one, once.
-    assert len(frames) == 1, fetched
+    assert frames == [], fetched
     moved = sum(total for entries in fetched.values() for _, total in entries)
-    assert moved <= 1.5 * frame_bytes, (moved, frame_bytes)
+    assert moved <= 0.5 * frame_bytes, (moved, frame_bytes)
 
 
 @pytest.mark.parametrize("direct", [True, False])

@@ -1,0 +1,85 @@
+"""A VM that stops answering without dying, on the VM fleet of tests/fleet.py: the search goes on without it.
+
+Each fault of tests/faults.py is injected into a whole worker VM while `ops.sh train` (train.yml,
+the trainer role) runs: frozen (the VM's every process, its Docker engine and the worker's nanny
+too, as a hung hypervisor), or its network silent (every packet but loopback's dropped). The
+scheduler drops its worker within 2 x worker-ttl + 30 s, the other VM's worker runs its fits, the
+trainer says which worker went and why, and the scores are those of an undisturbed run. Healed,
+the VM's worker restarts (its restart policy) and rejoins.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.faults import DROP_BOUND_S, FAULTS
+from tests.fleet import ROOT, Playbooks, ops, worker_hosts
+from tests.stack import data_holder, scores_in, wait_for
+
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.vms,
+    pytest.mark.timeout(1800),
+    pytest.mark.filterwarnings("ignore:Mismatched versions found"),
+]
+
+GRID = ("--synthetic-rows", "40000", "--param", "n_estimators=30,60", "--param", "max_depth=8,12")
+# What the surviving worker then needs for the fits that were left, and the play around them.
+FINISH_S = 120
+
+
+@pytest.fixture(scope="module")
+def undisturbed(playbooks: Playbooks, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    fetched = tmp_path_factory.mktemp("undisturbed")
+    result = ops(playbooks, "train", "--fetch-dir", str(fetched), "--", *GRID)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run,) = fetched.iterdir()
+    return scores_in(run)
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_vm_that_stops_answering_loses_its_worker_in_bounded_time_and_the_scores_stay(
+    playbooks: Playbooks, undisturbed: dict[str, object], fault: str, tmp_path: Path
+) -> None:
+    inject, heal = FAULTS[fault]
+    command = [str(ROOT / "scripts" / "ops.sh"), "-i", str(playbooks.inventory_dir / "hosts.ini"), "train"]
+    command += ["--fetch-dir", str(tmp_path), "--", *GRID]
+    training = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    by_address = {playbooks.fleet.vm(name).address: playbooks.fleet.vm(name) for name in ("vm2", "vm3")}
+    with playbooks.client() as client:
+        holder = wait_for(lambda: data_holder(client), "scattered training data and running fits", timeout=300)
+        vm = by_address[re.sub(r"^\w+://|:\d+$", "", holder)]
+        inject(vm.container)
+        injected = time.monotonic()
+        try:
+            wait_for(lambda: holder not in client.scheduler_info()["workers"], f"{vm.name}'s worker to be dropped",
+                     timeout=DROP_BOUND_S + 15)  # fmt: skip
+            dropped = time.monotonic() - injected
+            # ops names the VM whose worker is missing, and why.
+            status = ops(playbooks, "status", timeout=300)
+            assert status.returncode == 1 and f"{vm.name} is unreachable" in status.stdout, status.stdout
+            stdout, stderr = training.communicate(timeout=FINISH_S + DROP_BOUND_S)
+            finished = time.monotonic() - injected
+        finally:
+            heal(vm.container)
+            if training.poll() is None:
+                training.kill()
+        healed = time.monotonic()
+        wait_for(lambda: len(worker_hosts(client)) == 2, f"{vm.name}'s worker to rejoin", timeout=240)
+        rejoined = time.monotonic() - healed
+    assert training.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    (run,) = tmp_path.iterdir()
+    assert scores_in(run) == undisturbed
+    assert json.loads((run / "results.json").read_text())["n_workers"] == 2  # both were there when it started
+    # The trainer's words, streamed from vm1: the worker by its inventory host, and why it went.
+    assert f"worker {vm.name} ({holder}) dropped by the scheduler" in stderr, stderr[-3000:]
+    print(
+        f"{fault} VM: its worker dropped {dropped:.1f} s after the fault (bound {DROP_BOUND_S:.0f} s), the run "
+        f"fetched {finished:.1f} s after it with the undisturbed scores; rejoined {rejoined:.1f} s after healing"
+    )

@@ -1,0 +1,64 @@
+"""A worker that stops answering without dying, on the Compose stack: the search goes on without it.
+
+Each fault of tests/faults.py (frozen, silent network) is injected into the worker container
+that holds the training data while fits run. The scheduler drops the worker within
+2 x worker-ttl + 30 s (docker/dask.yaml), its fits run on the other worker, the trainer says
+which worker went and why, and the scores are those of an undisturbed run. Healed, the
+worker's container restarts (its restart policy) and rejoins.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+from distributed import Client
+
+from tests.faults import DROP_BOUND_S, FAULTS
+from tests.stack import N_WORKERS, Stack, data_holder, scores_of, wait_for, worker_container
+
+pytestmark = pytest.mark.docker
+
+GRID = ("--synthetic-rows", "40000", "--param", "n_estimators=30,60", "--param", "max_depth=8,12")
+# What the surviving worker then needs for the fits that were left.
+FINISH_S = 60
+
+
+@pytest.fixture(scope="module")
+def undisturbed(stack: Stack) -> dict[str, object]:
+    return scores_of(stack, stack.train(*GRID))
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_worker_that_stops_answering_is_dropped_in_bounded_time_and_the_scores_stay(
+    stack: Stack, undisturbed: dict[str, object], fault: str
+) -> None:
+    inject, heal = FAULTS[fault]
+    training = stack.train_in_background(*GRID)
+    with Client(f"tcp://127.0.0.1:{stack.scheduler_port}", timeout=30) as client:
+        holder = wait_for(lambda: data_holder(client), "scattered training data and running fits", timeout=120)
+        container = worker_container(stack, holder)
+        inject(container)
+        injected = time.monotonic()
+        try:
+            wait_for(lambda: holder not in client.scheduler_info()["workers"], f"the {fault} worker to be dropped",
+                     timeout=DROP_BOUND_S + 15)  # fmt: skip
+            dropped = time.monotonic() - injected
+            stdout, stderr = training.communicate(timeout=FINISH_S + DROP_BOUND_S)
+            finished = time.monotonic() - injected
+        finally:
+            heal(container)
+            if training.poll() is None:
+                training.kill()
+        healed = time.monotonic()
+        wait_for(lambda: len(client.scheduler_info()["workers"]) == N_WORKERS, "the worker to rejoin", timeout=180)
+        rejoined = time.monotonic() - healed
+    assert training.returncode == 0, stderr
+    assert scores_of(stack, subprocess.CompletedProcess(training.args, 0, stdout, stderr)) == undisturbed
+    assert f"worker {holder} dropped by the scheduler" in stderr or f"({holder}) dropped by the scheduler" in stderr, stderr
+    assert "sent no heartbeat" in stderr or "connection to the scheduler broke" in stderr
+    print(
+        f"{fault} worker: dropped {dropped:.1f} s after the fault (bound {DROP_BOUND_S:.0f} s), search done "
+        f"{finished:.1f} s after it with the undisturbed scores; rejoined {rejoined:.1f} s after healing"
+    )
