@@ -43,12 +43,6 @@ def test_the_trainers_workers_timeout_has_one_value() -> None:
     assert role["trainer_workers_timeout"] is None
 
 
-def test_the_worker_ttl_knob_defaults_to_the_images_setting() -> None:
-    # docker/dask.yaml is the home (both deployments run the images); Compose's knob says the same.
-    images = yaml.safe_load((ROOT / "docker" / "dask.yaml").read_text())
-    assert env_file()["SKFLEET_WORKER_TTL"] == images["distributed"]["scheduler"]["worker-ttl"]
-
-
 def test_the_images_base_has_one_default() -> None:
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
     (argument,) = re.findall(r"^ARG BASE_IMAGE=(\S+)$", dockerfile, re.MULTILINE)
