@@ -34,6 +34,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import GridSearchCV
 
 import skfleet
+from skfleet.cluster import identity
 from skfleet.forest_search import ForestGridSearchCV
 
 DIGITS_GRID = {"n_estimators": [25, 50, 100, 200], "max_depth": [4, 8, 12, 16, None]}
@@ -158,7 +159,7 @@ def main() -> int:
     cli.add_argument("--part", choices=("digits", "sweep", "overhead", "all"), default="all")
     args = cli.parse_args()
     with skfleet.connect(args.scheduler, timeout=30) as client:
-        workers = client.scheduler_info(n_workers=-1)["workers"]
+        workers = identity(client)["workers"]
         threads = sum(worker["nthreads"] for worker in workers.values())
         print(f"cluster {args.scheduler}: {len(workers)} workers, {threads} threads; this machine: {joblib.cpu_count()} cores")
         if args.part in ("digits", "all"):

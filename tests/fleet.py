@@ -1,7 +1,8 @@
 """The VM fleet the Ansible and ops tests share: three VM stand-ins, the playbooks run over SSH
 against them, a TLS Dask cluster across them, a client on this machine.
 
-vm1 runs the scheduler (and the trainer), vm2 and vm3 the workers. `playbooks` boots the fleet
+vm1 runs the scheduler (and the trainer), vm2 and vm3 the workers. vm1 and vm2 are our image as
+built; vm3 is made like a minimal cloud image another pipeline baked (bake_like_a_pipeline). `playbooks` boots the fleet
 and runs site.yml once for the session; the tests that take it run last, together, in file
 order (tests/ansible, then tests/ops), and the one marked `last` (teardown.yml) after them
 (tests/conftest.py orders them).
@@ -14,6 +15,7 @@ import io
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -27,7 +29,8 @@ import pytest
 from distributed import Client, Event
 from distributed.security import Security
 
-from tests.vms import FLEET_LABEL, LABEL_KEY, LABEL_VALUE, VmFleet, destroy_leftovers, docker_client
+from skfleet.cluster import identity
+from tests.vms import FLEET_LABEL, LABEL_KEY, LABEL_VALUE, Vm, VmFleet, destroy_leftovers, docker_client
 
 ROOT = Path(__file__).resolve().parents[1]
 ANSIBLE = ROOT / "ansible"
@@ -113,7 +116,7 @@ def recap(output: str) -> dict[str, dict[str, int]]:
 
 def worker_hosts(client: Client) -> dict[str, str]:
     """Give the worker addresses by their host's address."""
-    return {info["host"]: address for address, info in client.scheduler_info()["workers"].items()}
+    return {info["host"]: address for address, info in identity(client)["workers"].items()}
 
 
 def cluster_functions() -> tuple[Callable[[int], bytes], Callable[[bytes, float, int], int], Callable[[bytes, int, str], int]]:
@@ -173,6 +176,7 @@ def playbooks(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
     cluster.write_inventory(["vm2", "vm3"])
     try:
         fleet.boot()
+        bake_like_a_pipeline(fleet, fleet.vm("vm3"))
         start_registry(cluster)
         cluster.run("site.yml")
         yield cluster
@@ -187,6 +191,17 @@ def playbooks(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
         with contextlib.suppress(docker.errors.NotFound):  # not started, when the fleet did not boot
             docker_client().containers.get(f"{PREFIX}-registry").remove(force=True)
         fleet.destroy()
+
+
+def bake_like_a_pipeline(fleet: VmFleet, vm: Vm) -> None:
+    """Make VM like a minimal cloud image a pipeline baked minutes ago, not like our own image.
+
+    python3-apt installed (cloud images have it, so Ansible's apt module does not refresh the
+    lists to install it), and the package lists emptied just now: their folder's age says fresh,
+    their content has no package. An apt task that trusts `cache_valid_time` finds nothing to install.
+    """
+    bake = "apt-get install -y -qq --no-install-recommends python3-apt >/dev/null && rm -rf /var/lib/apt/lists/*"
+    fleet.ssh(vm, f"sudo sh -c {shlex.quote(bake)} && sudo rm -f /var/lib/apt/periodic/update-success-stamp", timeout=300)
 
 
 def ops(playbooks: Playbooks, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:

@@ -91,13 +91,23 @@ def open_client(address: str, timeout: float, **options: Any) -> Client:
         ) from None
 
 
+def identity(client: Client) -> dict[str, Any]:
+    """Give the scheduler's identity (its address, and every worker by address), asked now.
+
+    Not `client.scheduler_info()`: that returns the client's cache, which its periodic refresh
+    (every 2 s) rewrites with no worker in it (distributed 2026.8), so a read that lands right
+    after a refresh sees no worker at all: a spurious "every worker left".
+    """
+    return client.sync(client.scheduler.identity, n_workers=-1)
+
+
 def wait_for_workers(client: Client, address: str, n_workers: int, timeout: float) -> None:
     """Wait up to TIMEOUT seconds for N_WORKERS workers; a ClusterError says how many came."""
     log.info("waiting up to %.0f s for %d worker(s) at %s", timeout, n_workers, address)
     try:
         client.wait_for_workers(n_workers, timeout=timeout)
     except TimeoutError:
-        have = len(client.scheduler_info(n_workers=-1).get("workers", {}))
+        have = len(identity(client)["workers"])
         raise ClusterError(
             f"only {have} of {n_workers} workers joined {address} within {timeout:.0f} s; "
             "check the worker containers' logs, or lower --workers"
@@ -219,8 +229,8 @@ def check_versions(client: Client) -> dict[str, str]:
 
 
 def _describe(client: Client, address: str | None, versions: dict[str, str]) -> ClusterInfo:
-    info = client.scheduler_info(n_workers=-1)
-    workers = info.get("workers", {})
+    info = identity(client)
+    workers = info["workers"]
     return ClusterInfo(
         scheduler_address=info.get("address", address or ""),
         dashboard_link=client.dashboard_link,

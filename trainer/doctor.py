@@ -70,8 +70,8 @@ def run(argv: Sequence[str]) -> int:
         raise ClusterError("no cluster to check: pass --scheduler ADDRESS or set DASK_SCHEDULER_ADDRESS")
     with cluster.open_client(address, args.timeout) as client:
         report = cluster.versions_of(client)
-        info = client.scheduler_info(n_workers=-1)
-    workers = info.get("workers", {})
+        info = cluster.identity(client)
+    workers = info["workers"]
     threads = sum(worker.get("nthreads", 0) for worker in workers.values())
     memory = sum(worker.get("memory_limit") or 0 for worker in workers.values())
     tls = "yes" if str(info.get("address", address)).startswith("tls://") else "no"

@@ -27,6 +27,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from skfleet.backend import SkfleetBackend
 from skfleet.checkpoint import FitCheckpoint
+from skfleet.cluster import identity
 from skfleet.config import HALVING_FACTOR, SearchConfig
 from skfleet.errors import ClusterError, InputError, first_line
 from skfleet.forest_search import ForestGridSearchCV, SharedTrees
@@ -159,7 +160,7 @@ class PausedWatchdog:
         paused_since = None
         while not self._stop.wait(self.interval):
             try:
-                workers = list(self.client.scheduler_info()["workers"].values())
+                workers = list(identity(self.client)["workers"].values())
             except (OSError, TimeoutError, RuntimeError):
                 continue  # a lost scheduler is the search's own error
             if not workers or any(worker.get("status") != "paused" for worker in workers):
@@ -209,7 +210,7 @@ class DroppedWorkers:
         known: dict[str, str] | None = None
         while not self._stop.wait(self.interval):
             try:
-                workers = self.client.scheduler_info()["workers"]
+                workers = identity(self.client)["workers"]
                 for address in sorted(set(known or ()) - set(workers)):
                     self._report(address, known[address])
             except (OSError, TimeoutError, RuntimeError):
@@ -472,7 +473,7 @@ def fit_again_after_lost_data(
 
 def _live_workers(client: Client) -> int:
     try:
-        return len(client.scheduler_info()["workers"]) if client.status == "running" else 0
+        return len(identity(client)["workers"]) if client.status == "running" else 0
     except (OSError, TimeoutError, RuntimeError):
         return 0
 
@@ -554,7 +555,7 @@ def _accepts(estimator: Any, param: str, value: Any) -> bool:
 
 def memory_limit(client: Client) -> str:
     """Give the workers' memory limit in words: "4.00 GiB", "1.00 GiB to 4.00 GiB" or "no"."""
-    limits = sorted({worker.get("memory_limit") or 0 for worker in client.scheduler_info()["workers"].values()})
+    limits = sorted({worker.get("memory_limit") or 0 for worker in identity(client)["workers"].values()})
     if not limits or not limits[-1]:
         return "no"
     return span(format_bytes(limits[0]), format_bytes(limits[-1]))

@@ -38,7 +38,9 @@ def probe(address, packages):
         raise ValueError("no scheduler address given and DASK_SCHEDULER_ADDRESS is not set")
     with Client(address, timeout=CONNECT_TIMEOUT_S) as client:
         connection_args = client.security.get_connection_args("client")
-        info = client.scheduler_info(n_workers=-1)
+        # Asked now, not client.scheduler_info(): its cache's periodic refresh carries no workers
+        # (skfleet.cluster.identity says more; this script runs with distributed alone).
+        info = client.sync(client.scheduler.identity, n_workers=-1)
         versions = client.get_versions(check=False, packages=packages)
         workers = {}
         for worker_address, worker in info["workers"].items():

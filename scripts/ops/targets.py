@@ -9,10 +9,12 @@ these verbs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -61,6 +63,8 @@ ENGINE_TIMEOUT_S = 120
 LISTING_FORMAT = "{{.Names}}\t{{.Status}}\t{{.Image}}"
 # How long `train` keeps following the job's log once the playbook has ended.
 LOG_GRACE_S = 30
+# How long an interrupted `train` gives the job to stop (SIGTERM) before Docker kills it.
+STOP_GRACE_S = 30
 
 Result = TypeVar("Result")
 
@@ -637,14 +641,35 @@ class Fleet:
             extra["trainer_fetch_dir"] = str(fetch_dir.resolve())
         play = self.playbook("train.yml", "--extra-vars", json.dumps(extra))
         follower = None
-        while play.poll() is None:
-            if follower is None and self._docker(host, "inspect", "--format", "{{.Id}}", container).code == 0:
-                follower = threading.Thread(target=self._follow, args=(host, container), name="trainer-log", daemon=True)
-                follower.start()
-            time.sleep(1)
+        try:
+            with sigterm_as_interrupt():
+                while play.poll() is None:
+                    if follower is None and self._docker(host, "inspect", "--format", "{{.Id}}", container).code == 0:
+                        follower = threading.Thread(target=self._follow, args=(host, container), name="trainer-log", daemon=True)
+                        follower.start()
+                    time.sleep(1)
+        except KeyboardInterrupt:
+            self._stop_job(play, host, container)
+            raise
         if follower is not None:
             follower.join(timeout=LOG_GRACE_S)
         return play.returncode
+
+    def _stop_job(self, play: subprocess.Popen[bytes], host: str, container: str) -> None:
+        """Stop the play and the job it started: the job was detached, so it would go on without us.
+
+        The trainer, stopped (SIGTERM), writes no run folder and leaves the cluster as it found it.
+        """
+        play.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            play.wait(timeout=30)
+        stopped = self._docker(host, "stop", "--time", str(STOP_GRACE_S), container, timeout=STOP_GRACE_S + 60)
+        if stopped.code == 0:
+            self._docker(host, "rm", container)
+            print(f"interrupted: stopped the training job on {host} ({container})", file=sys.stderr)
+        elif "No such container" not in stopped.stderr:
+            print(f"interrupted; the training job on {host} may still run: docker stop {container} "
+                  f"({stopped.stderr.strip()[-200:]})", file=sys.stderr)  # fmt: skip
 
     def _follow(self, host: str, container: str) -> None:
         """Copy CONTAINER's stderr (the trainer's progress and summary) to ours until it ends, on a connection of its own."""
@@ -667,6 +692,20 @@ class Fleet:
     def close(self) -> None:
         for connection in self.connections.values():
             connection.close()
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Let SIGTERM (kill, systemd, a CI's timeout) unwind like Ctrl-C for the time of the block."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(command: list[str], capture: bool = True, timeout: float = 120, env: dict[str, str] | None = None) -> Done:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import signal
 import sys
 import tarfile
 import tempfile
@@ -19,7 +18,7 @@ from dask.utils import format_bytes, format_time
 
 from skfleet.cluster import CHECKED_PACKAGES, WORKER_FIX, VersionReport, package_versions
 from skfleet.text import table
-from skfleet_ops.targets import ROOT, OpsError, Target, WorkerContainer
+from skfleet_ops.targets import ROOT, OpsError, Target, WorkerContainer, sigterm_as_interrupt
 
 PROBE = (Path(__file__).parent / "probe.py").read_text()
 RETIRE = ROOT / "ansible" / "roles" / "dask_worker" / "files" / "retire_workers.py"
@@ -285,9 +284,8 @@ def tunnel(target: Target, local_port: int, duration: float | None) -> int:
     state = cluster_state(target)
     if "error" in state:
         raise OpsError(state["error"])
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with target.dashboard(state, local_port) as dashboard:
+        with sigterm_as_interrupt(), target.dashboard(state, local_port) as dashboard:
             print(f"dashboard: {dashboard.url}  ({dashboard.route})", flush=True)
             if not dashboard.held:
                 return 0
@@ -298,7 +296,3 @@ def tunnel(target: Target, local_port: int, duration: float | None) -> int:
         pass
     print("tunnel closed")
     return 0
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from skfleet.cluster import identity
 from tests.faults import DROP_BOUND_S, FAULTS
 from tests.fleet import ROOT, Playbooks, ops, worker_hosts
 from tests.stack import data_holder, scores_in, wait_for
@@ -30,8 +32,9 @@ pytestmark = [
 ]
 
 GRID = ("--synthetic-rows", "40000", "--param", "n_estimators=30,60", "--param", "max_depth=8,12")
-# What the surviving worker then needs for the fits that were left, and the play around them.
-FINISH_S = 120
+# What the surviving worker then needs for the fits that were left, and the play around them: about
+# 20 s here, 120 s on a busy 2-core CI machine; the budget is for the slowest.
+FINISH_S = 300
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,7 @@ def test_a_vm_that_stops_answering_loses_its_worker_in_bounded_time_and_the_scor
         inject(vm.container)
         injected = time.monotonic()
         try:
-            wait_for(lambda: holder not in client.scheduler_info()["workers"], f"{vm.name}'s worker to be dropped",
+            wait_for(lambda: holder not in identity(client)["workers"], f"{vm.name}'s worker to be dropped",
                      timeout=DROP_BOUND_S + 15)  # fmt: skip
             dropped = time.monotonic() - injected
             # ops names the VM whose worker is missing, and why.
@@ -68,8 +71,9 @@ def test_a_vm_that_stops_answering_loses_its_worker_in_bounded_time_and_the_scor
             finished = time.monotonic() - injected
         finally:
             heal(vm.container)
-            if training.poll() is None:
-                training.kill()
+            if training.poll() is None:  # ops stops the job it started on vm1 (no run left to disturb the next)
+                training.send_signal(signal.SIGINT)
+                training.wait(timeout=180)
         healed = time.monotonic()
         wait_for(lambda: len(worker_hosts(client)) == 2, f"{vm.name}'s worker to rejoin", timeout=240)
         rejoined = time.monotonic() - healed

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from distributed import Client
 
+from skfleet.cluster import identity
 from skfleet.report import RUN_FILES
 from tests import runbooks
 from tests.flights import asa_frame, write_csv
@@ -197,7 +198,7 @@ def test_worker_containers_have_a_memory_limit_and_dask_acts_below_it(stack: Sta
     walls = {docker_client().containers.get(container).attrs["HostConfig"]["Memory"] for container in containers}
     assert walls == {4 * 2**30}
     with Client(f"tcp://127.0.0.1:{stack.scheduler_port}", timeout=30) as client:
-        limits = {worker["memory_limit"] for worker in client.scheduler_info(n_workers=-1)["workers"].values()}
+        limits = {worker["memory_limit"] for worker in identity(client)["workers"].values()}
     assert limits == {4 * 2**30 - 4 * 2**30 // 10}
     # The one setting moves both: a bigger container, a bigger Dask limit (`docker compose config` is Compose's own reading).
     config = json.loads(stack.compose("config", "--format", "json", "worker").stdout)
@@ -357,8 +358,8 @@ def test_a_worker_killed_mid_search_changes_nothing(stack: Stack) -> None:
         crash(worker_container(stack, holder))
         killed = time.monotonic()
         # The scheduler notices, the restart policy brings the worker back and it rejoins.
-        wait_for(lambda: len(client.scheduler_info()["workers"]) < N_WORKERS, "the scheduler to drop the worker")
-        wait_for(lambda: len(client.scheduler_info()["workers"]) == N_WORKERS, "the killed worker to rejoin", timeout=120)
+        wait_for(lambda: len(identity(client)["workers"]) < N_WORKERS, "the scheduler to drop the worker")
+        wait_for(lambda: len(identity(client)["workers"]) == N_WORKERS, "the killed worker to rejoin", timeout=120)
         rejoined = time.monotonic() - killed
         stdout, stderr = training.communicate(timeout=900)
         assert training.returncode == 0, stderr

@@ -15,6 +15,7 @@ import time
 import pytest
 from distributed import Client
 
+from skfleet.cluster import identity
 from tests.faults import DROP_BOUND_S, FAULTS
 from tests.stack import N_WORKERS, Stack, data_holder, scores_of, wait_for, worker_container
 
@@ -42,7 +43,7 @@ def test_a_worker_that_stops_answering_is_dropped_in_bounded_time_and_the_scores
         inject(container)
         injected = time.monotonic()
         try:
-            wait_for(lambda: holder not in client.scheduler_info()["workers"], f"the {fault} worker to be dropped",
+            wait_for(lambda: holder not in identity(client)["workers"], f"the {fault} worker to be dropped",
                      timeout=DROP_BOUND_S + 15)  # fmt: skip
             dropped = time.monotonic() - injected
             stdout, stderr = training.communicate(timeout=FINISH_S + DROP_BOUND_S)
@@ -52,7 +53,7 @@ def test_a_worker_that_stops_answering_is_dropped_in_bounded_time_and_the_scores
             if training.poll() is None:
                 training.kill()
         healed = time.monotonic()
-        wait_for(lambda: len(client.scheduler_info()["workers"]) == N_WORKERS, "the worker to rejoin", timeout=180)
+        wait_for(lambda: len(identity(client)["workers"]) == N_WORKERS, "the worker to rejoin", timeout=180)
         rejoined = time.monotonic() - healed
     assert training.returncode == 0, stderr
     assert scores_of(stack, subprocess.CompletedProcess(training.args, 0, stdout, stderr)) == undisturbed

@@ -26,7 +26,7 @@ UNCHECKED = {"skfleet_scheduler_address", "skfleet_dashboard_url", "skfleet_tls_
 
 
 def test_every_role_variable_has_an_argument_spec_and_a_readme_row() -> None:
-    expected = {"skfleet", "docker_engine", "dask_images", "dask_tls", "dask_scheduler", "dask_worker", "trainer"}
+    expected = {"skfleet", "apt_packages", "docker_engine", "dask_images", "dask_tls", "dask_scheduler", "dask_worker", "trainer"}
     assert {role.name for role in ROLES} == expected
     for role in ROLES:
         defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from distributed import Client
 
+from skfleet.cluster import identity
 from tests import runbooks
 from tests.stack import N_WORKERS, ROOT, Stack, drifted_image, joined_worker, wait_for
 from tests.summary import summary_value
@@ -56,7 +57,7 @@ def whole_again(stack: Stack) -> Iterator[None]:
 
 def held_on(client: Client, container_address: str) -> tuple[object, bytes]:
     """Put 1 MiB of random bytes on the worker at CONTAINER_ADDRESS only; give the future and the bytes."""
-    (worker,) = [address for address, info in client.scheduler_info()["workers"].items() if info["host"] == container_address]
+    (worker,) = [address for address, info in identity(client)["workers"].items() if info["host"] == container_address]
     future = client.submit(os.urandom, 1 << 20, workers=[worker], allow_other_workers=False, pure=False)
     return future, future.result(timeout=60)
 
@@ -113,12 +114,12 @@ def test_retire_worker_moves_its_data_and_removes_it_and_scale_brings_it_back(
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{name} on localhost: retired 1" in result.stdout
     assert name not in worker_names(stack)
-    assert len(client.scheduler_info()["workers"]) == N_WORKERS - 1
+    assert len(identity(client)["workers"]) == N_WORKERS - 1
     assert future.result(timeout=60) == payload  # the very bytes: moved, not recomputed (they are random)
 
     result = ops(stack, "scale", str(N_WORKERS))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert len(client.scheduler_info()["workers"]) == N_WORKERS
+    assert len(identity(client)["workers"]) == N_WORKERS
 
 
 def test_restart_worker_by_number_keeps_its_data_and_it_rejoins(stack: Stack, client: Client) -> None:
@@ -131,7 +132,7 @@ def test_restart_worker_by_number_keeps_its_data_and_it_rejoins(stack: Stack, cl
     assert inspect(name)["State"]["StartedAt"] > started
     assert inspect(name)["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
     assert future.result(timeout=60) == payload
-    assert len(client.scheduler_info()["workers"]) == N_WORKERS
+    assert len(identity(client)["workers"]) == N_WORKERS
 
 
 def test_unknown_worker_names_the_workers_there_are(stack: Stack) -> None:

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import tarfile
 import urllib.request
 from pathlib import Path
@@ -16,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests import runbooks
-from tests.fleet import Playbooks, ops, random_payload, runbook_env, worker_hosts, worker_started_at
+from tests.fleet import ROOT, Playbooks, ops, random_payload, runbook_env, worker_hosts, worker_started_at
+from tests.stack import wait_for
 from tests.summary import summary_value
 
 pytestmark = [
@@ -72,6 +74,25 @@ def test_ops_train_with_a_bad_grid_fails_with_the_trainers_words(playbooks: Play
     assert "deep" in result.stderr + result.stdout  # the value the trainer refused, streamed and in the play's message
     assert list(tmp_path.iterdir()) == []
     assert [name for name in playbooks.containers("vm1") if name.startswith("skfleet-trainer")] == []
+
+
+def test_an_interrupted_ops_train_stops_its_job_on_the_vm(playbooks: Playbooks, tmp_path: Path) -> None:
+    # The job runs detached on vm1 (the trainer role): Ctrl-C on ops must not leave it running there.
+    command = [str(ROOT / "scripts" / "ops.sh"), "-i", str(playbooks.inventory_dir / "hosts.ini"), "train"]
+    command += ["--fetch-dir", str(tmp_path), "--", "--synthetic-rows", "40000", "--param", "n_estimators=30,60,90"]
+    training = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: any(name.startswith("skfleet-trainer") for name in playbooks.containers("vm1")),
+                 "the training job to start on vm1", timeout=300)  # fmt: skip
+        training.send_signal(signal.SIGINT)
+        stdout, stderr = training.communicate(timeout=180)
+    finally:
+        if training.poll() is None:
+            training.kill()
+    assert training.returncode == 130, stdout[-3000:] + stderr[-3000:]
+    assert "interrupted: stopped the training job on vm1" in stderr, stderr[-3000:]
+    assert [name for name in playbooks.containers("vm1") if name.startswith("skfleet-trainer")] == []
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_ops_restart_worker_keeps_its_data_and_it_rejoins(playbooks: Playbooks) -> None:

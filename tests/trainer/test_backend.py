@@ -20,6 +20,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import GridSearchCV, cross_validate
 
 import skfleet
+from skfleet.cluster import identity
 from skfleet.errors import ClusterError, VersionMismatchError
 from skfleet.forest_search import ForestGridSearchCV
 from tests.trainer.test_forest_search import assert_same_search
@@ -126,7 +127,7 @@ def test_a_worker_with_another_scikit_learn_is_refused_as_the_backend_starts(loc
         with pytest.raises(VersionMismatchError, match="scikit-learn: client"):
             skfleet.connect(drifted.scheduler_address, timeout=10)
     with skfleet.connect(local_cluster.scheduler_address, timeout=10, workers=2) as client:
-        assert len(client.scheduler_info()["workers"]) == 2
+        assert len(identity(client)["workers"]) == 2
 
 
 def test_connect_says_why_it_cannot(monkeypatch: pytest.MonkeyPatch) -> None:

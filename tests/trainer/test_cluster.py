@@ -311,3 +311,15 @@ def test_the_trainer_sends_the_data_to_the_workers_not_through_the_scheduler(
         monkeypatch.undo()
         dask.config.refresh()
     assert (relayed == []) is direct, relayed
+
+
+def test_the_worker_list_is_asked_for_not_read_from_a_cache_that_loses_every_worker(local_cluster: LocalCluster) -> None:
+    # The client's periodic refresh rewrites scheduler_info()'s cache with no workers in it: here
+    # every 2 ms, so a read of the cache misses them. The dropped-worker watch would then report
+    # every worker gone, while none left.
+    with dask.config.set({"distributed.client.scheduler-info-interval": "2ms"}), Client(local_cluster) as client:
+        seen = {len(cluster.identity(client)["workers"]) for _ in range(200)}
+        with search.DroppedWorkers(client, interval=0.005) as watch:
+            time.sleep(2)
+    assert seen == {2}
+    assert watch.dropped == []

@@ -38,7 +38,7 @@ def test_drifted_worker_is_named_with_the_fix(capsys) -> None:
         LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as local,
         Client(local) as client,
     ):
-        drifted = next(iter(client.scheduler_info()["workers"]))
+        drifted = next(iter(cluster.identity(client)["workers"]))
         client.run(_pretend_version, "joblib", "1.4.0", workers=[drifted])
         code, out, err = doctor(local.scheduler_address, capsys)
     assert code == 4, out + err
