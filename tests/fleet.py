@@ -170,8 +170,6 @@ def playbooks(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
         skfleet_firewall_allowed_sources=[fleet.gateway],
         # The test registry speaks plain HTTP on the test network.
         docker_engine_insecure_registries=[cluster.registry],
-        # site.yml and scale.yml write a Prometheus scrape configuration from the inventory.
-        skfleet_prometheus_config=str(work / "prometheus.yml"),
     )
     cluster.write_inventory(["vm2", "vm3"])
     try:

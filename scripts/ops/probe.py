@@ -12,8 +12,10 @@ the document is {"error": "..."} and the exit code 1.
 
 import json
 import os
+import socket
 import sys
 import time
+from urllib.parse import urlsplit
 
 from distributed import Client
 from distributed.comm import connect
@@ -29,6 +31,17 @@ async def dial(address, connection_args):
     except (OSError, TimeoutError) as error:
         return str(error).splitlines()[0][:200] or type(error).__name__
     await comm.close()
+    return None
+
+
+def dashboard_host(scheduler_address, port):
+    """Give where the dashboard listens, as this host reaches it: 127.0.0.1 (the default on VMs), else the scheduler's address."""
+    for host in ("127.0.0.1", urlsplit(scheduler_address).hostname) if port else ():
+        try:
+            socket.create_connection((host, port), timeout=DIAL_TIMEOUT_S).close()
+        except OSError:
+            continue
+        return host
     return None
 
 
@@ -60,6 +73,7 @@ def probe(address, packages):
             "address": info["address"],
             "uptime_s": time.time() - info.get("started", time.time()),
             "dashboard_port": info.get("services", {}).get("dashboard"),
+            "dashboard_host": dashboard_host(info["address"], info.get("services", {}).get("dashboard")),
             "workers": workers,
             "tasks_processing": sum(len(keys) for keys in client.processing().values()),
             "versions": {

@@ -611,8 +611,13 @@ class Fleet:
 
     @contextmanager
     def dashboard(self, state: dict[str, Any], local_port: int) -> Iterator[Dashboard]:
-        """Forward 127.0.0.1:LOCAL_PORT through the scheduler host's SSH to the dashboard's private address."""
-        remote, port = urlsplit(state["address"]).hostname, state["dashboard_port"]
+        """Forward 127.0.0.1:LOCAL_PORT through the scheduler host's SSH to where the dashboard listens there.
+
+        That is the host's 127.0.0.1 by default (skfleet_dashboard_sources empty), else its private address.
+        """
+        remote, port = state.get("dashboard_host"), state["dashboard_port"]
+        if remote is None:
+            raise OpsError(f"the scheduler's dashboard (port {port}) answers neither on 127.0.0.1 nor on its address")
         host = self.scheduler_host()
         if not _port_free(local_port):
             raise OpsError(f"127.0.0.1:{local_port} is taken (a local stack's dashboard?): pick another with --local-port")

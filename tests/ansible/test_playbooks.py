@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import urllib.request
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -101,14 +102,20 @@ def test_a_certificate_from_another_ca_is_refused(playbooks: Playbooks, tmp_path
         )
 
 
-def test_dask_listens_on_the_private_address_only(playbooks: Playbooks) -> None:
-    for vm_name, ports in (("vm1", {8786, 8787}), ("vm2", {8788, 8790, 8795})):
+def test_dask_listens_on_the_private_address_and_the_dashboards_on_loopback_only(playbooks: Playbooks) -> None:
+    for vm_name, dask_ports, dashboard_port in (("vm1", {8786}, 8787), ("vm2", {8790, 8795}, 8788)):
         vm = playbooks.fleet.vm(vm_name)
         listening = playbooks.fleet.ssh(vm, "ss -Hltn").stdout
         endpoints = {line.split()[3] for line in listening.splitlines()}
-        for port in ports:
+        for port in dask_ports:
             assert f"{vm.address}:{port}" in endpoints, listening
+        assert f"127.0.0.1:{dashboard_port}" in endpoints and f"{vm.address}:{dashboard_port}" not in endpoints, listening
+        for port in {*dask_ports, dashboard_port}:
             assert not {f"0.0.0.0:{port}", f"*:{port}", f"[::]:{port}"} & endpoints, listening
+    # Not even the controller, which the firewall admits, reaches the dashboard: the tunnel does (tests/ops).
+    with socket.socket() as probe:
+        probe.settimeout(5)
+        assert probe.connect_ex((playbooks.fleet.vm("vm1").address, 8787)) != 0
 
 
 def test_the_firewall_drops_strangers(playbooks: Playbooks) -> None:
@@ -159,8 +166,39 @@ def test_train_fetches_the_run_folder(playbooks: Playbooks) -> None:
     assert "written to" not in played.stdout  # the container's path means nothing on the controller
 
 
-def test_the_rendered_prometheus_config_lists_every_metrics_endpoint_and_each_answers(playbooks: Playbooks) -> None:
-    config = yaml.safe_load((playbooks.inventory_dir.parent / "prometheus.yml").read_text())
+def test_dashboards_opened_to_prometheus_serve_it_and_nobody_else(playbooks: Playbooks, tmp_path: Path) -> None:
+    """skfleet_dashboard_sources: Prometheus's server (a container on the cluster's network) is let in to
+    the dashboards, not to Dask; a stranger to neither. Then back to the default, dashboards on 127.0.0.1."""
+    fleet = playbooks.fleet
+    prometheus = docker_client().containers.run(fleet.image, ["infinity"], entrypoint="sleep", network=fleet.network,
+                                                detach=True, remove=True)  # fmt: skip
+    try:
+        prometheus.reload()
+        server = prometheus.attrs["NetworkSettings"]["Networks"][fleet.network]["IPAddress"]
+        playbooks.set_group_vars(skfleet_dashboard_sources=[server], skfleet_prometheus_config=str(tmp_path / "prometheus.yml"))
+        playbooks.run("site.yml")
+        check_the_rendered_prometheus_config(playbooks, tmp_path / "prometheus.yml")
+        vm1, vm2 = fleet.vm("vm1").address, fleet.vm("vm2").address
+        probe = " ".join(
+            f"timeout 5 bash -c 'echo > /dev/tcp/{address}/{port}' 2>/dev/null && echo {address}:{port};"
+            for address, port in ((vm1, 8786), (vm1, 8787), (vm2, 8788), (vm2, 8790))
+        )
+        admitted = prometheus.exec_run(["bash", "-c", probe + " true"]).output.decode().split()
+        assert admitted == [f"{vm1}:8787", f"{vm2}:8788"]
+        stranger = docker_client().containers.run(fleet.image, ["-c", probe + " true"], entrypoint="bash",
+                                                  network=fleet.network, remove=True)  # fmt: skip
+        assert stranger.decode().split() == []
+    finally:
+        prometheus.remove(force=True)
+        playbooks.set_group_vars(skfleet_dashboard_sources=[], skfleet_prometheus_config="")
+        playbooks.run("site.yml")
+    # Out of the inventory, out of the firewall: no rule names the server any more.
+    for vm in ("vm1", "vm2"):
+        assert server not in fleet.ssh(fleet.vm(vm), "sudo iptables -w -S SKFLEET").stdout
+
+
+def check_the_rendered_prometheus_config(playbooks: Playbooks, path: Path) -> None:
+    config = yaml.safe_load(path.read_text())
     jobs = {job["job_name"]: job["static_configs"] for job in config["scrape_configs"]}
     targets = {job: {(static["targets"][0], static["labels"]["host"]) for static in statics} for job, statics in jobs.items()}
     address = {vm: playbooks.fleet.vm(vm).address for vm in ("vm1", "vm2", "vm3")}

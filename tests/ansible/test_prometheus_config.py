@@ -47,11 +47,15 @@ class Run:
         return {host: int(changed) for host, changed in RECAP_LINE.findall(self.output)}
 
 
-def write_inventory(folder: Path) -> Path:
-    """Give the path of an inventory whose hosts are all this machine."""
+# Prometheus's server, let in to the dashboards (they listen on 127.0.0.1 only without it).
+PROMETHEUS_SERVER = {"skfleet_dashboard_sources": ["10.0.0.50"], "skfleet_firewall": True}
+
+
+def write_inventory(folder: Path, **settings: object) -> Path:
+    """Give the path of an inventory whose hosts are all this machine, with SETTINGS for all."""
     inventory = {
         "all": {
-            "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
+            "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, **settings},
             "children": {
                 "dask_scheduler": {"hosts": SCHEDULER},
                 "dask_workers": {"hosts": WORKERS},
@@ -64,7 +68,7 @@ def write_inventory(folder: Path) -> Path:
     return path
 
 
-def run_playbook(inventory: Path, config: str) -> Run:
+def run_playbook(inventory: Path, config: str, check: bool = True) -> Run:
     """Run prometheus-config.yml with skfleet_prometheus_config set to config."""
     completed = subprocess.run(
         [
@@ -79,7 +83,7 @@ def run_playbook(inventory: Path, config: str) -> Run:
         timeout=120,
     )
     run = Run(completed.returncode, completed.stdout + completed.stderr)
-    assert run.returncode == 0, run.output
+    assert run.returncode == 0 or not check, run.output
     return run
 
 
@@ -87,7 +91,7 @@ def run_playbook(inventory: Path, config: str) -> Run:
 def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Run, Run]:
     """Give the configuration written, and the first and second runs that wrote it."""
     folder = tmp_path_factory.mktemp("prometheus")
-    inventory = write_inventory(folder)
+    inventory = write_inventory(folder, **PROMETHEUS_SERVER)
     config = folder / "prometheus.yml"
     first = run_playbook(inventory, str(config))
     second = run_playbook(inventory, str(config))
@@ -116,6 +120,21 @@ def test_the_first_run_writes_it_and_a_second_changes_nothing(written: tuple[Pat
     _, first, second = written
     assert first.changed_per_host() == {"scheduler-1": 1, "worker-1": 0, "worker-2": 0, "worker-3": 0}
     assert second.changed_per_host() == {"scheduler-1": 0, "worker-1": 0, "worker-2": 0, "worker-3": 0}
+
+
+def test_dashboards_closed_to_prometheus_are_refused_with_the_fix(tmp_path: Path) -> None:
+    inventory = write_inventory(tmp_path)  # skfleet_dashboard_sources empty: the dashboards listen on 127.0.0.1
+    run = run_playbook(inventory, str(tmp_path / "prometheus.yml"), check=False)
+    assert run.returncode != 0
+    assert "add the Prometheus server's address to skfleet_dashboard_sources" in run.output, run.output
+    assert [path.name for path in tmp_path.iterdir()] == ["hosts.yml"]
+
+
+def test_open_dashboards_need_the_firewall(tmp_path: Path) -> None:
+    inventory = write_inventory(tmp_path, skfleet_dashboard_sources=["10.0.0.50"])
+    run = run_playbook(inventory, str(tmp_path / "prometheus.yml"), check=False)
+    assert run.returncode != 0
+    assert "set skfleet_firewall: true as well" in run.output, run.output
 
 
 def test_an_empty_path_writes_nothing(tmp_path: Path) -> None:
