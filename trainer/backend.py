@@ -39,7 +39,7 @@ from joblib._dask import DaskDistributedBackend, is_weakrefable
 from joblib._parallel_backends import FallbackToBackend, ThreadingBackend
 
 from skfleet import cluster
-from skfleet.errors import ClusterError
+from skfleet.errors import ClusterError, first_line
 
 BACKEND = "skfleet"
 # joblib's Dask backend scatters an argument larger than this (bytes, by dask's sizeof) instead of
@@ -87,8 +87,20 @@ class SkfleetBackend(DaskDistributedBackend):
                 try:
                     pending[argument]
                 except KeyError:
-                    scatter = self.client.scatter(argument, asynchronous=True, hash=False, broadcast=True)
-                    pending[argument] = asyncio.ensure_future(scatter)
+                    pending[argument] = asyncio.ensure_future(self._broadcast(argument))
+
+    async def _broadcast(self, argument: Any) -> Any:
+        """Give the future of ARGUMENT scattered to every worker; None if that failed, and joblib scatters it itself.
+
+        The copies are made by the scheduler (replicate), which fails when a worker or the
+        scheduler goes mid-way (out of memory, say): joblib then sends it to one worker, as it
+        would have, and the search's own error handling says what went wrong.
+        """
+        try:
+            return await self.client.scatter(argument, asynchronous=True, hash=False, broadcast=True)
+        except (OSError, TimeoutError) as error:  # CommClosedError is an OSError
+            log.debug("could not copy an argument to every worker (%s): joblib scatters it to one", first_line(error))
+            return None
 
     def configure(self, n_jobs: int = 1, parallel: Any = None, prefer: str | None = None, **backend_args: Any) -> int:
         if prefer == "threads":
