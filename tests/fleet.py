@@ -30,9 +30,9 @@ from distributed import Client, Event
 from distributed.security import Security
 
 from skfleet.cluster import identity
+from tests.stack import ROOT, Background
 from tests.vms import FLEET_LABEL, LABEL_KEY, LABEL_VALUE, Vm, VmFleet, destroy_leftovers, docker_client
 
-ROOT = Path(__file__).resolve().parents[1]
 ANSIBLE = ROOT / "ansible"
 BIN = Path(sys.executable).parent
 PREFIX = "skfleet-ansible-test"
@@ -202,10 +202,19 @@ def bake_like_a_pipeline(fleet: VmFleet, vm: Vm) -> None:
     fleet.ssh(vm, f"sudo sh -c {shlex.quote(bake)} && sudo rm -f /var/lib/apt/periodic/update-success-stamp", timeout=300)
 
 
+def ops_command(playbooks: Playbooks, *args: str) -> list[str]:
+    """scripts/ops.sh -i INVENTORY ARGS."""
+    return [str(ROOT / "scripts" / "ops.sh"), "-i", str(playbooks.inventory_dir / "hosts.ini"), *args]
+
+
 def ops(playbooks: Playbooks, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     """Run scripts/ops.sh -i INVENTORY ARGS, as an operator would from the repository root."""
-    command = [str(ROOT / "scripts" / "ops.sh"), "-i", str(playbooks.inventory_dir / "hosts.ini"), *args]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(ops_command(playbooks, *args), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def start_ops(playbooks: Playbooks, *args: str) -> Background:
+    """Start `ops` without waiting for it; its output is read as it comes (`Background`)."""
+    return Background(ops_command(playbooks, *args), cwd=ROOT)
 
 
 def runbook_env(playbooks: Playbooks) -> dict[str, str]:

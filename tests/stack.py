@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -57,14 +58,59 @@ def _docker_required() -> None:
     pytest.fail(f"Docker-backed test without Docker: {docker_ready()}; .ci/run installs it with scripts/install-docker.sh")
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    """Give CONDITION's first truthy value, polled until TIMEOUT."""
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60, explain: Callable[[], str] | None = None) -> Any:
+    """Give CONDITION's first truthy value, polled until TIMEOUT; on timeout, say what EXPLAIN gives too."""
     deadline = time.monotonic() + timeout
     while not (value := condition()):
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}" + (f"\n{explain()}" if explain else ""))
         time.sleep(0.2)
     return value
+
+
+class Background:
+    """A command started without waiting for it, its output read as it comes.
+
+    Unread, a pipe fills (64 KiB on Linux) and the command stalls on its next write: a test that
+    waits for something the command does next would time out for a reason it can't see. Threads
+    drain both pipes, and `output()` shows what came so far when a wait fails.
+    """
+
+    def __init__(self, command: list[str], **popen: Any) -> None:
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+        self.args = self.process.args
+        self._stdout: list[str] = []
+        self._stderr: list[str] = []
+        self._readers = [
+            threading.Thread(target=lambda stream=stream, lines=lines: lines.extend(stream), daemon=True)
+            for stream, lines in ((self.process.stdout, self._stdout), (self.process.stderr, self._stderr))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def send_signal(self, number: int) -> None:
+        self.process.send_signal(number)
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def communicate(self, timeout: float) -> tuple[str, str]:
+        """Wait for the command to end (TimeoutExpired after TIMEOUT); give its whole stdout and stderr."""
+        self.process.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join()
+        return "".join(self._stdout), "".join(self._stderr)
+
+    def output(self, tail: int = 3000) -> str:
+        """The last TAIL characters of each stream so far, for a failure's message."""
+        return f"stdout so far:\n{''.join(self._stdout)[-tail:]}\nstderr so far:\n{''.join(self._stderr)[-tail:]}"
 
 
 def crash(container: str) -> None:
@@ -109,11 +155,9 @@ class Stack:
         """Run the trainer once against the stack, as `docker compose run --rm trainer ARGS`."""
         return self.compose(*TRAIN, *args, check=False, timeout=timeout)
 
-    def train_in_background(self, *args: str) -> subprocess.Popen[str]:
+    def train_in_background(self, *args: str) -> Background:
         """Start the trainer like `train`, without waiting for it."""
-        return subprocess.Popen(
-            self.command(*TRAIN, *args), cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+        return Background(self.command(*TRAIN, *args), cwd=ROOT, env=self.env)
 
     def run_folders(self) -> list[Path]:
         return sorted(path for path in self.output_dir.iterdir() if not path.name.startswith("."))

@@ -65,6 +65,8 @@ LISTING_FORMAT = "{{.Names}}\t{{.Status}}\t{{.Image}}"
 LOG_GRACE_S = 30
 # How long an interrupted `train` gives the job to stop (SIGTERM) before Docker kills it.
 STOP_GRACE_S = 30
+# How long an interrupted `train` waits for ansible-playbook to end (SIGTERM) before stopping the job anyway.
+PLAY_STOP_S = 30
 
 Result = TypeVar("Result")
 
@@ -666,8 +668,8 @@ class Fleet:
         The trainer, stopped (SIGTERM), writes no run folder and leaves the cluster as it found it.
         """
         play.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            play.wait(timeout=30)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # a play slow to end doesn't keep the job running
+            play.wait(timeout=PLAY_STOP_S)
         stopped = self._docker(host, "stop", "--time", str(STOP_GRACE_S), container, timeout=STOP_GRACE_S + 60)
         if stopped.code == 0:
             self._docker(host, "rm", container)

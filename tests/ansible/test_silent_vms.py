@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 
 from skfleet.cluster import identity
 from tests.faults import DROP_BOUND_S, FAULTS
-from tests.fleet import ROOT, Playbooks, ops, worker_hosts
+from tests.fleet import Playbooks, ops, start_ops, worker_hosts
 from tests.stack import data_holder, scores_in, wait_for
 
 pytestmark = [
@@ -51,12 +50,11 @@ def test_a_vm_that_stops_answering_loses_its_worker_in_bounded_time_and_the_scor
     playbooks: Playbooks, undisturbed: dict[str, object], fault: str, tmp_path: Path
 ) -> None:
     inject, heal = FAULTS[fault]
-    command = [str(ROOT / "scripts" / "ops.sh"), "-i", str(playbooks.inventory_dir / "hosts.ini"), "train"]
-    command += ["--fetch-dir", str(tmp_path), "--", *GRID]
-    training = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    training = start_ops(playbooks, "train", "--fetch-dir", str(tmp_path), "--", *GRID)
     by_address = {playbooks.fleet.vm(name).address: playbooks.fleet.vm(name) for name in ("vm2", "vm3")}
     with playbooks.client() as client:
-        holder = wait_for(lambda: data_holder(client), "scattered training data and running fits", timeout=300)
+        holder = wait_for(lambda: data_holder(client), "scattered training data and running fits", timeout=300,
+                          explain=training.output)  # fmt: skip
         vm = by_address[re.sub(r"^\w+://|:\d+$", "", holder)]
         inject(vm.container)
         injected = time.monotonic()
@@ -73,7 +71,7 @@ def test_a_vm_that_stops_answering_loses_its_worker_in_bounded_time_and_the_scor
             heal(vm.container)
             if training.poll() is None:  # ops stops the job it started on vm1 (no run left to disturb the next)
                 training.send_signal(signal.SIGINT)
-                training.wait(timeout=180)
+                training.communicate(timeout=180)
         healed = time.monotonic()
         wait_for(lambda: len(worker_hosts(client)) == 2, f"{vm.name}'s worker to rejoin", timeout=240)
         rejoined = time.monotonic() - healed

@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import tarfile
 import urllib.request
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests import runbooks
-from tests.fleet import ROOT, Playbooks, ops, random_payload, runbook_env, worker_hosts, worker_started_at
+from tests.fleet import Playbooks, ops, random_payload, runbook_env, start_ops, worker_hosts, worker_started_at
 from tests.stack import wait_for
 from tests.summary import summary_value
 
@@ -78,12 +77,16 @@ def test_ops_train_with_a_bad_grid_fails_with_the_trainers_words(playbooks: Play
 
 def test_an_interrupted_ops_train_stops_its_job_on_the_vm(playbooks: Playbooks, tmp_path: Path) -> None:
     # The job runs detached on vm1 (the trainer role): Ctrl-C on ops must not leave it running there.
-    command = [str(ROOT / "scripts" / "ops.sh"), "-i", str(playbooks.inventory_dir / "hosts.ini"), "train"]
-    command += ["--fetch-dir", str(tmp_path), "--", "--synthetic-rows", "40000", "--param", "n_estimators=30,60,90"]
-    training = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    grid = ("--synthetic-rows", "40000", "--param", "n_estimators=30,60,90")
+
+    def started_or_ended() -> bool:
+        return any(name.startswith("skfleet-trainer") for name in playbooks.containers("vm1")) or training.poll() is not None
+
+    training = start_ops(playbooks, "train", "--fetch-dir", str(tmp_path), "--", *grid)
     try:
-        wait_for(lambda: any(name.startswith("skfleet-trainer") for name in playbooks.containers("vm1")),
-                 "the training job to start on vm1", timeout=300)  # fmt: skip
+        wait_for(started_or_ended, "the training job to start on vm1", timeout=300,
+                 explain=training.output)  # fmt: skip
+        assert training.poll() is None, f"ops train ended before the test could interrupt it\n{training.output()}"
         training.send_signal(signal.SIGINT)
         stdout, stderr = training.communicate(timeout=180)
     finally:

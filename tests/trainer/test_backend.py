@@ -14,6 +14,7 @@ import joblib
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster, get_task_stream
+from distributed.comm import CommClosedError
 from distributed.security import Security
 from sklearn.datasets import load_digits, make_classification
 from sklearn.ensemble import RandomForestClassifier
@@ -97,6 +98,29 @@ def test_large_arguments_are_on_every_worker_before_any_task_runs(client: Client
     with joblib.parallel_backend("skfleet"):
         copies = joblib.Parallel(n_jobs=-1)(joblib.delayed(copies_of_my_data)(data, i) for i in range(6))
     assert copies == [2] * 6
+
+
+def total_plus(data: np.ndarray, i: int) -> int:
+    return int(data.sum()) + i
+
+
+@pytest.mark.timeout(120)  # without the fallback the failure reached only the log, and Parallel waited for ever
+def test_a_copy_to_every_worker_that_fails_mid_way_falls_back_to_joblibs_own_scatter(
+    local_cluster: LocalCluster, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As when a worker dies of memory while the scheduler copies the data: its replicate breaks off.
+    broken = []
+
+    async def replicate_breaks_off(*args: object, **kwargs: object) -> None:
+        broken.append(kwargs.get("keys"))
+        raise CommClosedError("in test: a worker went while the scheduler copied the data")
+
+    monkeypatch.setitem(local_cluster.scheduler.handlers, "replicate", replicate_breaks_off)
+    data = np.arange(100_000)
+    with joblib.parallel_backend("skfleet"):
+        found = joblib.Parallel(n_jobs=-1)(joblib.delayed(total_plus)(data, i) for i in range(6))
+    assert broken, "the scheduler was never asked to copy the data"
+    assert found == [total_plus(data, i) for i in range(6)]
 
 
 def test_nothing_runs_in_the_client_even_with_n_jobs_1_on_one_worker_thread() -> None:
