@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import Iterator
@@ -76,19 +77,33 @@ def open_client(address: str, timeout: float, **options: Any) -> Client:
     """Give a client of the scheduler at `address` (OPTIONS: Client's, e.g. security), or a ClusterError saying why not."""
     try:
         return Client(address, timeout=f"{timeout}s", **options)
-    except (OSError, TimeoutError) as error:
-        raise ClusterError(f"cannot reach the Dask scheduler at {address}: {first_line(error)}") from None
-    except ValueError as error:
-        raise ClusterError(f"bad DASK_SCHEDULER_ADDRESS {address!r}: {first_line(error)}") from None
-    except TypeError as error:
-        if "ssl_context" not in str(error):
+    except (OSError, TimeoutError, ValueError, TypeError) as error:
+        refusal = _refusal(address, error)
+        if refusal is None:
             raise
-        raise ClusterError(
-            f"cannot reach the Dask scheduler at {address}: it speaks TLS and this client has no TLS settings. "
-            "Give it the cluster's CA and a client certificate and key: Dask config distributed.comm.tls.ca-file, "
-            ".client.cert and .client.key (DASK_DISTRIBUTED__COMM__TLS__CA_FILE, ...), or Client's security= "
-            "(docs/security.md)"
-        ) from None
+    # distributed (2026.8) leaves a Client whose start failed in a reference cycle, held until
+    # here by the error's traceback. Collected at some later moment, its __del__ stops its loop
+    # runner, which takes LoopRunner's class-wide lock: when that moment falls inside another
+    # Client's start, which holds the lock, the process hangs for good (a retried connect, the
+    # next test). Now is a safe moment; the error raised below does not hold the old one.
+    gc.collect()
+    raise refusal
+
+
+def _refusal(address: str, error: Exception) -> ClusterError | None:
+    """Give the ClusterError that says why Client(ADDRESS) failed with ERROR; None for an error that is ours."""
+    if isinstance(error, OSError | TimeoutError):
+        return ClusterError(f"cannot reach the Dask scheduler at {address}: {first_line(error)}")
+    if isinstance(error, ValueError):
+        return ClusterError(f"bad DASK_SCHEDULER_ADDRESS {address!r}: {first_line(error)}")
+    if "ssl_context" not in str(error):
+        return None
+    return ClusterError(
+        f"cannot reach the Dask scheduler at {address}: it speaks TLS and this client has no TLS settings. "
+        "Give it the cluster's CA and a client certificate and key: Dask config distributed.comm.tls.ca-file, "
+        ".client.cert and .client.key (DASK_DISTRIBUTED__COMM__TLS__CA_FILE, ...), or Client's security= "
+        "(docs/security.md)"
+    )
 
 
 def identity(client: Client) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 import subprocess
 import sys
@@ -158,8 +159,11 @@ def test_connect_says_why_it_cannot(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
     with pytest.raises(ClusterError, match="pass an address or set DASK_SCHEDULER_ADDRESS"):
         skfleet.connect()
+    before = {id(found) for found in gc.get_objects() if isinstance(found, Client)}
     with pytest.raises(ClusterError, match=re.escape("cannot reach the Dask scheduler at tcp://127.0.0.1:1")):
         skfleet.connect("tcp://127.0.0.1:1", timeout=1)
+    # The Client whose start failed is gone now: collected later, it could hang the next Client's start for good.
+    assert [found for found in gc.get_objects() if isinstance(found, Client) and id(found) not in before] == []
 
 
 def _pretend_version(package: str, version: str) -> None:
