@@ -694,7 +694,9 @@ class Fleet:
         """Start ansible-playbook NAME on this inventory, from ansible/ with its ansible.cfg; its output is ours."""
         command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(self.inventory.resolve()), name, *args]
         env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg")}
-        return subprocess.Popen(command, cwd=ROOT / "ansible", env=env)
+        # Not our stdin: Ansible refuses to start on a non-blocking one ("Ansible requires blocking
+        # IO on stdin"), as a CI job's or a supervisor's can be, and a play reads nothing from it.
+        return subprocess.Popen(command, cwd=ROOT / "ansible", env=env, stdin=subprocess.DEVNULL)
 
     def close(self) -> None:
         for connection in self.connections.values():
@@ -717,7 +719,10 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def _run(command: list[str], capture: bool = True, timeout: float = 120, env: dict[str, str] | None = None) -> Done:
     try:
-        result = subprocess.run(command, cwd=ROOT, capture_output=capture, text=True, timeout=timeout, env=env, check=False)
+        # stdin: nothing; Ansible's commands refuse a non-blocking one (see Fleet.playbook).
+        result = subprocess.run(
+            command, cwd=ROOT, capture_output=capture, text=True, timeout=timeout, env=env, check=False, stdin=subprocess.DEVNULL
+        )
     except FileNotFoundError:
         raise OpsError(f"{command[0]} is not installed (scripts/install-docker.sh, scripts/dev-env.sh)") from None
     except subprocess.TimeoutExpired:

@@ -270,6 +270,8 @@ def test_the_training_rows_reach_each_worker_once() -> None:
         LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as local,
         Client(local) as fresh,
     ):
+        # As the trainer does (cluster.connect): the copies go to the workers running when the data is sent.
+        fresh.wait_for_workers(2, timeout=60)
         search.run(search.grid_search(model.build_pipeline(), GRID, SearchConfig(), verbose=False), features, target, fresh)
         fetched = fresh.run(
             lambda dask_worker: [
