@@ -34,7 +34,12 @@ GRID = {"n_estimators": [5, 10, 20], "max_depth": [4, None]}
 
 @pytest.fixture(scope="module")
 def local_cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+    # As docker/dask.yaml sets for skfleet's schedulers: without it the active memory manager's
+    # ReduceReplicas drops the copies the backend makes, every 2 s, and who holds what is a race.
+    with (
+        dask.config.set({"distributed.scheduler.active-memory-manager.start": False}),
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+    ):
         yield cluster
 
 
