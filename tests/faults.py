@@ -22,6 +22,9 @@ TTL_S = parse_timedelta(yaml.safe_load((ROOT / "docker" / "dask.yaml").read_text
 # Dask's bound for dropping a silent worker: the heartbeat deadline, checked every worker-ttl,
 # then 30 s for its nanny to restart it (docker/dask.yaml).
 DROP_BOUND_S = 2 * TTL_S + 30
+# Healed, a worker has rejoined once it stayed this long: the scheduler's request to restart it, sent
+# while it was silent, can reach its nanny as the network heals and restart the worker that just joined.
+REJOIN_STEADY_S = 10
 
 
 def freeze(container: str) -> None:

@@ -68,6 +68,22 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60, expla
     return value
 
 
+def wait_for_steady(condition: Callable[[], bool], what: str, steady_s: float, timeout: float = 60) -> float:
+    """Wait until CONDITION has held for STEADY_S seconds without a break; give when that stretch began (monotonic).
+
+    For what may hold for a moment and break again: a worker that rejoins and is restarted once more.
+    """
+    deadline = time.monotonic() + timeout
+    since = None
+    while since is None or time.monotonic() - since < steady_s:
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}, for {steady_s:.0f} s on end")
+        held = bool(condition())
+        since = (since or time.monotonic()) if held else None
+        time.sleep(0.2)
+    return since
+
+
 class Background:
     """A command started without waiting for it, its output read as it comes.
 
