@@ -93,12 +93,15 @@ class SkfleetBackend(DaskDistributedBackend):
         """Give the future of ARGUMENT scattered to every worker; None if that failed, and joblib scatters it itself.
 
         The copies are made by the scheduler (replicate), which fails when a worker or the
-        scheduler goes mid-way (out of memory, say): joblib then sends it to one worker, as it
-        would have, and the search's own error handling says what went wrong.
+        scheduler goes mid-way (out of memory, say: CommClosedError), or when no worker is left
+        to copy to (every one restarting: ValueError). joblib then sends it to one worker, as it
+        would have, and the search's own error handling says what went wrong. Whatever the
+        failure, it must not escape: raised here, in joblib's submission coroutine, it would reach
+        only the log, and Parallel would wait for ever for a task never submitted.
         """
         try:
             return await self.client.scatter(argument, asynchronous=True, hash=False, broadcast=True)
-        except (OSError, TimeoutError) as error:  # CommClosedError is an OSError
+        except Exception as error:  # any failure: see above
             log.debug("could not copy an argument to every worker (%s): joblib scatters it to one", first_line(error))
             return None
 
