@@ -63,10 +63,18 @@ class SkfleetBackend(DaskDistributedBackend):
         self._saved_direct: bool | None = None
 
     async def _to_func_args(self, func: Any) -> tuple[Any, list[Any]]:
-        self._broadcast_large_arguments(func)
+        try:
+            self._broadcast_large_arguments(func)
+            batch, tasks = await super()._to_func_args(func)
+        except Exception:
+            if self.client.status == "running":
+                raise
+            # The search ended (an error the user was told about) and its client closed while this
+            # batch was still being sent: nothing waits for it. Cancelled, it ends without the
+            # traceback tornado would print under the trainer's one-line error.
+            raise asyncio.CancelledError from None
         # joblib's Dask backend wraps each batch in a callable that runs it under its own backend
         # ("dask"): that is what sends a task's nested work to the cluster. Ours runs it in place.
-        batch, tasks = await super()._to_func_args(func)
         return InProcessBatch(repr(batch)), tasks
 
     def _broadcast_large_arguments(self, func: Any) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import re
 import subprocess
 import sys
 import textwrap
+import types
 from collections.abc import Iterator
 
 import dask.config
@@ -22,6 +24,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import GridSearchCV, cross_validate
 
 import skfleet
+from skfleet.backend import SkfleetBackend
 from skfleet.cluster import identity
 from skfleet.errors import ClusterError, VersionMismatchError
 from skfleet.forest_search import ForestGridSearchCV
@@ -135,6 +138,18 @@ def test_a_copy_to_every_worker_that_fails_falls_back_to_joblibs_own_scatter(
         found = joblib.Parallel(n_jobs=-1)(joblib.delayed(total_plus)(data, i) for i in range(6))
     assert broken, "the scheduler was never asked to copy the data"
     assert found == [total_plus(data, i) for i in range(6)]
+
+
+def test_a_batch_still_being_sent_when_the_search_ends_is_cancelled_quietly(local_cluster: LocalCluster) -> None:
+    # The trainer's error closed the client while joblib still sent a batch (CI's OOM test printed
+    # the AttributeError's traceback under the one-line error); cancelled, tornado prints nothing.
+    client = Client(local_cluster)
+    backend = SkfleetBackend(client=client, check_versions=False)
+    backend.start_call()
+    client.close()
+    batch = types.SimpleNamespace(items=[(total_plus, (np.arange(100_000), 1), {})])
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(backend._to_func_args(batch))
 
 
 def test_nothing_runs_in_the_client_even_with_n_jobs_1_on_one_worker_thread() -> None:
