@@ -5,7 +5,8 @@ needs: `doctor` runs in a client that has only dask, distributed and scikit-lear
 (`pip install -c docker/constraints.txt .`); training also needs the trainer's packages
 (`.[trainer]`: pandas, skops, matplotlib, ...).
 
-Exit codes: 0 success; 2 bad input or usage; 3 cluster problem; 4 version mismatch; 130 interrupted.
+Exit codes: 0 success; 2 bad input or usage; 3 cluster (or, for `track`, tracking server) problem;
+4 version mismatch; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ COMMANDS = {
     "train": "train the airline-delay RandomForest grid search on the Dask cluster (the default)",
     "doctor": "check this client against a cluster: versions side by side, resources, TLS",
     "bench": "time the search's execution paths side by side, on the same cores",
+    "track": "upload a finished run folder to MLflow (once: a second upload completes, never duplicates)",
 }
 
 
@@ -54,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     `python -m skfleet doctor ...` checks a cluster instead of training (skfleet.doctor);
     `python -m skfleet bench ...` runs the side-by-side benchmark (skfleet.bench);
+    `python -m skfleet track RUN_FOLDER` uploads a run folder to MLflow (skfleet.tracking);
     `python -m skfleet [train] ...` trains (skfleet.cli).
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -74,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _exit_code(lambda: doctor.run(arguments))
     if command == "bench":
         return _exit_code(lambda: _trainer_module("bench").main(arguments))
+    if command == "track":
+        return _exit_code(lambda: _trainer_module("tracking").main(arguments))
     return _exit_code(lambda: _trainer_module("cli").train_command(arguments))
 
 

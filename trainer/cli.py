@@ -16,7 +16,7 @@ from sklearn.pipeline import Pipeline
 
 # Only what checking the options needs (scikit-learn, pandas): the search, the cluster and the
 # report (joblib's Dask backend, skops) are imported once every option is sound, in `train`.
-from skfleet import __version__, data, model
+from skfleet import __version__, data, model, tracking
 from skfleet.config import HALVING_FACTOR, SEARCHES, SearchConfig, check, load_search_config, parse_param_option
 from skfleet.dask_config import trainer_settings, variable
 from skfleet.errors import InputError
@@ -150,6 +150,7 @@ def parser() -> argparse.ArgumentParser:
         help="end with the results as one JSON line on stdout (results.json's keys, run_folder, summary), for "
         "scripts; the summary is printed on stderr then",
     )
+    tracking.add_options(cli, trainer=True)
     cli.add_argument("--version", action="version", version=f"skfleet trainer {__version__}")
     return cli
 
@@ -296,8 +297,12 @@ def train(args: argparse.Namespace, result: TextIO | None = None) -> int:
         crosscheck_mismatches=mismatches,
         report_files=report.files(),
     )
+    # The MLflow run is made first, so that the report can link to it; the folder is uploaded once written.
+    tracker = tracking.RunTracking(None if args.no_tracking else tracking.target(args.tracking_uri, args.experiment))
+    ran = tracker.open(ran)
     folder = report.write_run(args.output, ran, outcome, predictions)
     fits.discard()
+    tracker.finish(folder, ran)
     print(results.summary(ran, folder), flush=True)
     if result is not None:
         print(results.result_line(ran, folder), file=result, flush=True)

@@ -29,6 +29,15 @@ class ClusterError(TrainerError):
     exit_code = 3
 
 
+class TrackingError(TrainerError):
+    """The MLflow tracking server refused or could not be reached (`python -m skfleet track`): exit 3.
+
+    The trainer never raises it: a run whose tracking fails still writes its folder (skfleet.tracking).
+    """
+
+    exit_code = 3
+
+
 class VersionMismatchError(TrainerError):
     """Client and cluster disagree on a package that matters: exit 4."""
 

@@ -179,7 +179,20 @@ def _summary(results: Results, baseline: float | None) -> Table:
         ("checksum", Markup("<code>{}</code>").format(dataset["checksum"])),
         ("settings", Markup("<code>{}</code>").format(json.dumps(results.settings, sort_keys=True))),
     ]
+    if results.tracking:
+        rows.append(("MLflow run", _tracking_link(results.tracking)))
     return Table("summary", "Summary", rows)
+
+
+def _tracking_link(tracking: Mapping[str, Any]) -> Markup:
+    """Give the run's MLflow run: a link to its page in the MLflow UI, or its id and store when there is no UI."""
+    if tracking.get("url"):
+        return Markup('<a id="mlflow-run" href="{}">{}</a> (experiment {})').format(
+            tracking["url"], tracking["run_id"], tracking["experiment"]
+        )
+    return Markup("<code>{}</code> in experiment {} at <code>{}</code>").format(
+        tracking["run_id"], tracking["experiment"], tracking["uri"]
+    )
 
 
 def _cluster(results: Results) -> Table:

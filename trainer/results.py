@@ -11,7 +11,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -104,6 +104,8 @@ class Results:
     # Beside results.json: the report page and its figures (skfleet/report.py, skfleet/figures.py).
     report_files: list[str]
     finished_at: str
+    # Where the run was logged in MLflow (skfleet.tracking.Logged), or None: not tracked.
+    tracking: dict[str, Any] | None = None
 
     @classmethod
     def of_run(
@@ -162,13 +164,17 @@ class Results:
 
     @classmethod
     def from_json(cls, document: Any, source: str = "results.json") -> Results:
-        """Give the results a results.json holds; refuses one that lacks a key (SOURCE names it)."""
+        """Give the results a results.json holds; refuses one that lacks a key (SOURCE names it).
+
+        A key added later with a default (tracking) may be missing: older run folders still read.
+        """
         if not isinstance(document, dict):
             raise InputError(f"{source}: not a skfleet results.json (a JSON object was expected)")
-        missing = [field.name for field in fields(cls) if field.name not in document]
+        required = [field.name for field in fields(cls) if field.default is MISSING]
+        missing = [name for name in required if name not in document]
         if missing:
             raise InputError(f"{source}: not a skfleet results.json of this version: no {', '.join(missing)}")
-        return cls(**{field.name: document[field.name] for field in fields(cls)})
+        return cls(**{field.name: document[field.name] for field in fields(cls) if field.name in document})
 
     @classmethod
     def read(cls, path: Path) -> Results:
@@ -229,6 +235,11 @@ def summary(results: Results, folder: Path) -> str:
             f"interrupted run (saved {results.resumed_fit_seconds:.1f} s of fitting)"
         )
         rows.append(("resumed", resumed))
+    if results.tracking:
+        tracking = results.tracking
+        rows.append(
+            ("MLflow run", tracking["url"] or f"{tracking['run_id']} in experiment {tracking['experiment']} at {tracking['uri']}")
+        )
     rows.append(("written to", str(folder)))
     width = max(len(label) for label, _ in rows) + 2
     headline = (

@@ -142,7 +142,7 @@ def test_the_commands_are_listed_and_train_is_the_default(output: Path, capsys) 
     assert main(["--help"]) == 0
     shown = capsys.readouterr().out
     assert shown.startswith("usage: python -m skfleet [COMMAND] [OPTIONS]")
-    assert re.findall(r"^ {4}(\w+) ", shown, re.MULTILINE) == ["train", "doctor", "bench"]
+    assert re.findall(r"^ {4}(\w+) ", shown, re.MULTILINE) == ["train", "doctor", "bench", "track"]
     # `train` may be said or left out: the same run, the same error for the same bad option.
     for arguments in (["--workers", "many"], ["train", "--workers", "many"]):
         code, stderr = run(arguments, output, capsys)

