@@ -1,7 +1,7 @@
 """The VM fleet the Ansible and ops tests share: three VM stand-ins, the playbooks run over SSH
 against them, a TLS Dask cluster across them, a client on this machine.
 
-vm1 runs the scheduler (and the trainer), vm2 and vm3 the workers. vm1 and vm2 are our image as
+vm1 runs the scheduler (and the trainer, and MLflow's tracking server), vm2 and vm3 the workers. vm1 and vm2 are our image as
 built; vm3 is made like a minimal cloud image another pipeline baked (bake_like_a_pipeline). `playbooks` boots the fleet
 and runs site.yml once for the session; the tests that take it run last, together, in file
 order (tests/ansible, then tests/ops), and the one marked `last` (teardown.yml) after them
@@ -30,6 +30,7 @@ from distributed import Client, Event
 from distributed.security import Security
 
 from skfleet.cluster import identity
+from tests.mlflow_api import MlflowApi
 from tests.stack import ROOT, Background
 from tests.vms import FLEET_LABEL, LABEL_KEY, LABEL_VALUE, Vm, VmFleet, destroy_leftovers, docker_client
 
@@ -75,6 +76,7 @@ class Playbooks:
                 "dask_workers": workers,
                 "dask_workers_retired": retired or [],
                 "trainer": [],
+                "tracking": ["vm1"],
             },
         )
 
@@ -88,6 +90,17 @@ class Playbooks:
         if check and result.returncode != 0:
             pytest.fail(f"{playbook} exited {result.returncode}\n{result.stdout[-20000:]}\n{result.stderr[-5000:]}")
         return result
+
+    def tracking(self, base: str | None = None, user: str | None = "admin") -> MlflowApi:
+        """Give MLflow's REST API on vm1 (or BASE) over HTTPS, trusting the cluster CA only, as USER (None: nobody).
+
+        The password is the one the role made on this controller.
+        """
+        login = None
+        if user is not None:
+            login = (user, (self.inventory_dir / "tracking" / f"{user}.password").read_text().strip())
+        base = base or f"https://{self.fleet.vm('vm1').address}:8789"
+        return MlflowApi(base, user=login, cafile=self.inventory_dir / "tls" / "ca.pem")
 
     def client(self, **tls: str) -> Client:
         """Give a TLS client of the cluster with the trainer's certificate (or the files given)."""
@@ -112,6 +125,16 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     for host, fields in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, flags=re.MULTILINE):
         counters[host] = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", fields)}
     return counters
+
+
+def changed_tasks(output: str) -> list[str]:
+    """Give each task that changed something, with its hosts: "TASK NAME: vm1, vm2"."""
+    changed = []
+    for task, body in re.findall(r"^TASK \[(.+?)\] \**\n(.*?)(?=^TASK \[|^PLAY |\Z)", output, flags=re.MULTILINE | re.DOTALL):
+        hosts = re.findall(r"^changed: \[([^\]]+)\]", body, flags=re.MULTILINE)
+        if hosts:
+            changed.append(f"{task}: {', '.join(hosts)}")
+    return changed
 
 
 def worker_hosts(client: Client) -> dict[str, str]:

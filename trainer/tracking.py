@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.metadata
+import json
 import os
 import re
 import socket
@@ -175,7 +176,7 @@ class Tracker:
         runs = self.client.search_runs([self.experiment_id], f"tags.`{RUN_TAG}` = '{run_id}'", max_results=1)
         return runs[0] if runs else None
 
-    def open(self, results: Results) -> Logged:
+    def open(self, results: Results) -> Run:
         """Give the MLflow run of RESULTS' run, created (running, empty) when there is none yet."""
         run = self.find(results.run_id)
         if run is None:
@@ -183,34 +184,38 @@ class Tracker:
             run = self.client.create_run(
                 self.experiment_id, start_time=start, tags={RUN_TAG: results.run_id}, run_name=results.run_id
             )
-        return self._logged(run.info.run_id)
+        return run
 
-    def upload(self, folder: Path, results: Results) -> Logged:
-        """Log run folder FOLDER (its RESULTS) in full; a run that was logged in full is left as it is."""
-        logged = self.open(results)
-        run = self.client.get_run(logged.run_id)
-        if run.info.status == "FINISHED":  # set last, once everything is in
-            return logged
-        try:
-            self._log_run(run, results)
-            self._log_candidates(run, folder, results)
-            self.client.log_artifacts(logged.run_id, str(folder))
-            self._log_model(logged.run_id, folder)
-        except BaseException:
-            with contextlib.suppress(Exception):  # the server may be what failed
-                self.client.set_terminated(logged.run_id, "FAILED")
-            raise
-        self.client.set_terminated(logged.run_id, "FINISHED", end_time=_times(results)[1])
-        return logged
-
-    def _logged(self, run_id: str) -> Logged:
-        where = self.where
+    def logged(self, run: Run) -> Logged:
+        """Give where RUN is: results.json's `tracking`."""
+        where, run_id = self.where, run.info.run_id
         return Logged(where.uri, where.experiment, self.experiment_id, run_id, run_url(where, self.experiment_id, run_id))
 
-    def _log_run(self, run: Run, results: Results) -> None:
+    def upload(self, folder: Path, results: Results, run: Run | None = None) -> Logged:
+        """Log run folder FOLDER (its RESULTS) in full; a run that was logged in full is left as it is.
+
+        RUN: the MLflow run `open` gave for it (else it is looked up, or created).
+        """
+        run = run or self.open(results)
+        run_id = run.info.run_id
+        if run.info.status == "FINISHED":  # set last, once everything is in
+            return self.logged(run)
+        start, finished = _times(results)
+        try:
+            self._log_run(run, results, finished)
+            self._log_candidates(run, folder, start, finished)
+            self.client.log_artifacts(run_id, str(folder))
+            self._log_model(run_id, folder)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the server may be what failed
+                self.client.set_terminated(run_id, "FAILED")
+            raise
+        self.client.set_terminated(run_id, "FINISHED", end_time=finished)
+        return self.logged(run)
+
+    def _log_run(self, run: Run, results: Results, finished: int) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
-        _, finished = _times(results)
         params = {key: value for key, value in run_params(results).items() if key not in run.data.params}
         values = {key: getattr(results, key) for key in METRICS if key not in run.data.metrics}
         metrics = [Metric(key, float(value), finished, 0) for key, value in values.items() if value is not None]
@@ -219,7 +224,7 @@ class Tracker:
             self.client.log_batch(run.info.run_id, params=chunk)
         self.client.log_batch(run.info.run_id, metrics=metrics, tags=tags)
 
-    def _log_candidates(self, run: Run, folder: Path, results: Results) -> None:
+    def _log_candidates(self, run: Run, folder: Path, start: int, finished: int) -> None:
         """Log each row of cv_results.csv as a nested run; unfinished ones (an upload cut short) are made again."""
         from mlflow.entities import Metric, Param
 
@@ -229,7 +234,6 @@ class Tracker:
                 done.add(int(child.data.tags[CANDIDATE_TAG]))
             else:
                 self.client.delete_run(child.info.run_id)
-        start, finished = _times(results)
         for index, (params, metrics) in enumerate(candidates(folder)):
             if index in done:
                 continue
@@ -309,8 +313,6 @@ def run_tags(results: Results) -> dict[str, str]:
 
 def candidates(folder: Path) -> Iterator[tuple[dict[str, str], dict[str, float]]]:
     """Give each row of FOLDER's cv_results.csv: the candidate's parameters, and its scores and times."""
-    import json
-
     import pandas as pd
 
     from skfleet import results as run_files
@@ -334,6 +336,7 @@ class RunTracking:
     def __init__(self, where: Target | None) -> None:
         self.where = where
         self.tracker: Tracker | None = None
+        self.run: Run | None = None
         self.failure: str | None = None
 
     def open(self, results: Results) -> Results:
@@ -342,7 +345,8 @@ class RunTracking:
             return results
         try:
             self.tracker = Tracker(self.where)
-            return replace(results, tracking=self.tracker.open(results).to_json())
+            self.run = self.tracker.open(results)
+            return replace(results, tracking=self.tracker.logged(self.run).to_json())
         except Exception as error:
             self.failure = first_line(error)
             return results
@@ -353,7 +357,7 @@ class RunTracking:
             return
         if self.tracker is not None and self.failure is None:
             try:
-                self.tracker.upload(folder, results)
+                self.tracker.upload(folder, results, self.run)
                 return
             except Exception as error:
                 self.failure = first_line(error)
@@ -422,8 +426,6 @@ def _times(results: Results) -> tuple[int, int]:
 
 
 def _text(value: Any) -> str:
-    import json
-
     return value if isinstance(value, str) else json.dumps(value)
 
 

@@ -8,7 +8,7 @@
     scripts/ops.sh [-i INVENTORY] restart-worker NAME
     scripts/ops.sh [-i INVENTORY] retire-worker NAME
     scripts/ops.sh scale N
-    scripts/ops.sh [-i INVENTORY] tunnel [--local-port PORT]
+    scripts/ops.sh [-i INVENTORY] tunnel [--local-port PORT] [--tracking-port PORT]
     scripts/ops.sh [-i INVENTORY] train [-- TRAINER ARGUMENTS]
 
 NAME is a worker's container (`skfleet-worker-2`) or number (`2`) locally, its inventory host on VMs.
@@ -70,10 +70,18 @@ def parser() -> argparse.ArgumentParser:
     scale.add_argument("--timeout", type=float, default=300, metavar="SECONDS")
     scale.set_defaults(run=lambda target, args: tasks.scale(target, args.workers, args.timeout))
 
-    tunnel = commands.add_parser("tunnel", help="the scheduler's dashboard on 127.0.0.1 through SSH; Ctrl-C ends it")
+    tunnel = commands.add_parser(
+        "tunnel", help="the scheduler's dashboard, and the MLflow tracking server's UI, on 127.0.0.1 through SSH; Ctrl-C ends it"
+    )
     tunnel.add_argument("--local-port", type=int, default=8787, metavar="PORT", help="local port (default 8787)")
+    tunnel.add_argument(
+        "--tracking-port",
+        type=int,
+        metavar="PORT",
+        help="local port of the tracking server's UI (default its own, 8789 on VMs: the runs' links point there)",
+    )
     tunnel.add_argument("--for", dest="duration", type=float, metavar="SECONDS", help="close after SECONDS")
-    tunnel.set_defaults(run=lambda target, args: tasks.tunnel(target, args.local_port, args.duration))
+    tunnel.set_defaults(run=lambda target, args: tasks.tunnel(target, args.local_port, args.duration, args.tracking_port))
 
     train = commands.add_parser("train", help="run the trainer on the cluster, streaming its progress (VMs: fetch the run)")
     train.add_argument("--fetch-dir", type=Path, metavar="DIR", help="VMs: where run folders land (default: trainer_fetch_dir)")

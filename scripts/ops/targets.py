@@ -183,6 +183,10 @@ class Target(Protocol):
         """Open the way from 127.0.0.1 to the dashboard of the scheduler STATE describes, for the `with` block."""
         ...
 
+    def tracking(self, local_port: int | None) -> AbstractContextManager[Dashboard | None]:
+        """Open the way from 127.0.0.1 (LOCAL_PORT, else the server's own) to the MLflow tracking server's UI; None: none runs."""
+        ...
+
     def train(self, args: list[str], fetch_dir: Path | None) -> int:
         """Run the trainer with ARGS against the cluster, streaming its progress; give its exit code."""
         ...
@@ -361,6 +365,12 @@ class Local:
         published = self.compose("port", "scheduler", "8787").check("docker compose port scheduler 8787").stdout.strip()
         yield Dashboard(f"http://{published}/status", "the local stack publishes it on 127.0.0.1; no tunnel needed", False)
 
+    @contextmanager
+    def tracking(self, local_port: int | None) -> Iterator[Dashboard | None]:
+        published = self.compose("port", "tracking", "5000").stdout.strip()  # nothing: the profile is off
+        how = "the local stack's profile tracking publishes it on 127.0.0.1; no tunnel needed"
+        yield Dashboard(f"http://{published}/", how, False) if published else None
+
     def train(self, args: list[str], fetch_dir: Path | None) -> int:
         """`docker compose run` the trainer service: its run folder lands in the stack's output folder."""
         return self.compose("run", "--rm", "trainer", *args, capture=False, timeout=24 * 3600).code
@@ -455,7 +465,10 @@ class Fleet:
     def _magic(self) -> dict[str, Any]:
         """Give Ansible's magic variables that need no play, the same for every host (the playbooks live in ansible/)."""
         others = {other: self._hostvars.get(other, {}) for other in self.group("all")}
-        return _trusted({"groups": self.groups(), "hostvars": others, "playbook_dir": str(ROOT / "ansible")})
+        # inventory_dir: the folder of the inventory's file (per host in Ansible; one file here, or a folder of them).
+        folder = self.inventory if self.inventory.is_dir() else self.inventory.parent
+        places = {"playbook_dir": str(ROOT / "ansible"), "inventory_dir": str(folder.resolve())}
+        return _trusted({"groups": self.groups(), "hostvars": others, **places})
 
     def _templar(self, host: str) -> Templar:
         """Give HOST's Templar: the role defaults, then its inventory variables, then the magic ones; one per host."""
@@ -621,19 +634,42 @@ class Fleet:
         if remote is None:
             raise OpsError(f"the scheduler's dashboard (port {port}) answers neither on 127.0.0.1 nor on its address")
         host = self.scheduler_host()
+        with self._forward(host, local_port, remote, port, "--local-port") as route:
+            yield Dashboard(f"http://127.0.0.1:{local_port}/status", route, True)
+
+    @contextmanager
+    def tracking(self, local_port: int | None) -> Iterator[Dashboard | None]:
+        """Forward 127.0.0.1:LOCAL_PORT through the tracking host's SSH to where its server listens (group tracking)."""
+        hosts = self.group("tracking")
+        if not hosts:
+            yield None
+            return
+        host = hosts[0]
+        container = self.var(host, "mlflow_tracking_container_name")
+        listing = self._docker(host, "inspect", "--format", "{{json .Args}}", container)
+        if listing.code != 0:
+            raise OpsError(f"{host}: the tracking server ({container}) is not there: run site.yml")
+        args = json.loads(listing.stdout)
+        remote, port = (args[args.index(option) + 1] for option in ("--host", "--port"))
+        local_port = local_port or int(port)  # the server's own port: the runs' links point there
+        with self._forward(host, local_port, remote, int(port), "--tracking-port") as route:
+            secrets = Path(self.var(host, "skfleet_tracking_controller_dir"))
+            login = f"log in as {self.var(host, 'mlflow_tracking_admin_user')}, password in {secrets / 'admin.password'}"
+            yield Dashboard(f"https://127.0.0.1:{local_port}/", f"{route}; {login}", True)
+
+    @contextmanager
+    def _forward(self, host: str, local_port: int, remote: str, port: int, option: str) -> Iterator[str]:
+        """Forward 127.0.0.1:LOCAL_PORT through HOST's SSH to REMOTE:PORT for the block; give the route in words."""
         if not _port_free(local_port):
-            raise OpsError(f"127.0.0.1:{local_port} is taken (a local stack's dashboard?): pick another with --local-port")
+            raise OpsError(f"127.0.0.1:{local_port} is taken (a local stack's dashboard?): pick another with {option}")
         try:
             with self.connection(host).forward_local(local_port, remote_port=port, remote_host=remote, local_host="127.0.0.1"):
                 # Fabric binds the port in a thread of its own: the way is open once it answers.
                 if not _listening(local_port, timeout=15):
                     raise OpsError(f"the tunnel did not open 127.0.0.1:{local_port} within 15 s")
-                route = f"through {host} to {remote}:{port}; Ctrl-C ends it"
-                yield Dashboard(f"http://127.0.0.1:{local_port}/status", route, True)
+                yield f"through {host} to {remote}:{port}; Ctrl-C ends it"
         except OSError as error:
-            raise OpsError(
-                f"cannot open the tunnel on 127.0.0.1:{local_port}: {error} (pick another with --local-port)"
-            ) from None
+            raise OpsError(f"cannot open the tunnel on 127.0.0.1:{local_port}: {error} (pick another with {option})") from None
 
     def train(self, args: list[str], fetch_dir: Path | None) -> int:
         """Run train.yml (the trainer role: the job, then its run folder fetched), streaming the job's log.

@@ -279,15 +279,20 @@ def joined_replicas(target: Target) -> set[str]:
     return replicas & set(target.worker_names(workers).values()) if replicas else set()
 
 
-def tunnel(target: Target, local_port: int, duration: float | None) -> int:
-    """Print the dashboard's URL on 127.0.0.1; where that takes an SSH tunnel, hold it open until Ctrl-C (or DURATION)."""
+def tunnel(target: Target, local_port: int, duration: float | None, tracking_port: int | None = None) -> int:
+    """Print the dashboard's URL on 127.0.0.1, and the MLflow tracking server's where one runs; where that takes
+    SSH tunnels, hold them open until Ctrl-C (or DURATION)."""
     state = cluster_state(target)
     if "error" in state:
         raise OpsError(state["error"])
     try:
-        with sigterm_as_interrupt(), target.dashboard(state, local_port) as dashboard:
+        with sigterm_as_interrupt(), contextlib.ExitStack() as ways:
+            dashboard = ways.enter_context(target.dashboard(state, local_port))
             print(f"dashboard: {dashboard.url}  ({dashboard.route})", flush=True)
-            if not dashboard.held:
+            tracking = ways.enter_context(target.tracking(tracking_port))
+            if tracking is not None:
+                print(f"tracking: {tracking.url}  ({tracking.route})", flush=True)
+            if not (dashboard.held or (tracking is not None and tracking.held)):
                 return 0
             deadline = time.monotonic() + duration if duration else float("inf")
             while time.monotonic() < deadline:

@@ -29,6 +29,7 @@ from tests.fleet import (
     REGISTRY_PUSH_PORT,
     TAG,
     Playbooks,
+    changed_tasks,
     gated_checksum,
     random_payload,
     recap,
@@ -53,11 +54,11 @@ NEXT_TAG = "e2e-next"
 
 
 def test_site_converges_and_a_second_run_changes_nothing(playbooks: Playbooks) -> None:
-    second = playbooks.run("site.yml")
+    second = playbooks.run("site.yml", "--diff")  # what a task would change, shown when one does
     counters = recap(second.stdout)
     assert set(counters) >= {"vm1", "vm2", "vm3"}, second.stdout[-3000:]
     changed = {host: numbers["changed"] for host, numbers in counters.items() if numbers["changed"]}
-    assert changed == {}, second.stdout[-20000:]
+    assert changed == {}, "\n".join(["changed on the second run:", *changed_tasks(second.stdout), second.stdout[-20000:]])
     assert "skfleet-scheduler" in playbooks.containers("vm1")
     assert playbooks.containers("vm2") == playbooks.containers("vm3") == ["skfleet-worker"]
 
@@ -164,6 +165,18 @@ def test_train_fetches_the_run_folder(playbooks: Playbooks) -> None:
     assert summary_value(played.stdout, "fit").startswith(f"{results['n_fits']} fits in")
     assert f"run {runs[0].name} fetched to {runs[0]} (" in played.stdout
     assert "written to" not in played.stdout  # the container's path means nothing on the controller
+    # Logged to MLflow's server on vm1 (group tracking), over HTTPS, as the trainer's user: the run, a
+    # nested run per candidate, its files; its link points at the end of `ops.sh tunnel`.
+    tracking = playbooks.tracking()
+    (parent,) = tracking.parent(results["run_id"])
+    info = parent["info"]
+    assert info["status"] == "FINISHED"
+    assert results["tracking"]["url"] == f"https://127.0.0.1:8789/#/experiments/{info['experiment_id']}/runs/{info['run_id']}"
+    assert len(tracking.children(info["run_id"])) == results["n_candidates"] == 2
+    assert tracking.artifacts(info["run_id"]) == {path.name for path in runs[0].iterdir()}
+    # Nobody gets in without a user; the trainer's can't manage users.
+    assert playbooks.tracking(user=None).call("experiments/get-by-name?experiment_name=skfleet")[0] == 401
+    assert playbooks.tracking(user="trainer").call("users/get?username=admin")[0] == 403
 
 
 def test_dashboards_opened_to_prometheus_serve_it_and_nobody_else(playbooks: Playbooks, tmp_path: Path) -> None:

@@ -10,9 +10,6 @@ import dataclasses
 import json
 import re
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.browser import render_in_chromium
+from tests.mlflow_api import MlflowApi
 from tests.stack import ROOT, TRAIN, Stack, free_port, run_id
 from tests.vms import docker_client
 
@@ -34,28 +32,9 @@ class Tracking:
     stack: Stack
     port: int
 
-    def api(self, path: str, body: dict[str, Any] | None = None, host: str | None = None) -> Any:
-        """Give MLflow's REST answer to GET PATH (or POST BODY), on the published port."""
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/api/2.0/mlflow/{path}",
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Content-Type": "application/json", **({"Host": host} if host else {})},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.load(response)
-
-    def experiment_id(self, name: str = "skfleet") -> str:
-        return self.api(f"experiments/get-by-name?experiment_name={name}")["experiment"]["experiment_id"]
-
-    def runs(self, filter_string: str) -> list[dict[str, Any]]:
-        found = self.api("runs/search", {"experiment_ids": [self.experiment_id()], "filter": filter_string, "max_results": 1000})
-        return found.get("runs", [])
-
-    def parent(self, skfleet_run_id: str) -> list[dict[str, Any]]:
-        return self.runs(f"tags.`skfleet.run_id` = '{skfleet_run_id}'")
-
-    def children(self, mlflow_run_id: str) -> list[dict[str, Any]]:
-        return self.runs(f"tags.`mlflow.parentRunId` = '{mlflow_run_id}'")
+    @property
+    def api(self) -> MlflowApi:
+        return MlflowApi(f"http://127.0.0.1:{self.port}")
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +70,7 @@ def metrics_of(run: dict[str, Any]) -> dict[str, float]:
 
 def test_a_run_with_the_profile_on_is_in_mlflow_with_its_candidates_files_and_model(tracking: Tracking, tracked) -> None:
     folder, results, _ = tracked
-    (parent,) = tracking.parent(results["run_id"])
+    (parent,) = tracking.api.parent(results["run_id"])
     info = parent["info"]
     assert info["status"] == "FINISHED" and info["run_name"] == results["run_id"]
     params, metrics = params_of(parent), metrics_of(parent)
@@ -100,13 +79,12 @@ def test_a_run_with_the_profile_on_is_in_mlflow_with_its_candidates_files_and_mo
     assert params["dataset_checksum"] == results["dataset"]["checksum"] and params["scoring"] == results["scoring"]
     assert metrics["best_cv_score"] == pytest.approx(results["best_cv_score"])
     assert metrics["test_accuracy"] == pytest.approx(results["test_accuracy"])
-    children = tracking.children(info["run_id"])
+    children = tracking.api.children(info["run_id"])
     assert len(children) == results["n_candidates"] == 25
     ranks = sorted(metrics_of(child)["rank_test_score"] for child in children)
     assert ranks[0] == 1 and all(child["info"]["status"] == "FINISHED" for child in children)
-    artifacts = tracking.api(f"artifacts/list?run_id={info['run_id']}")["files"]
-    assert {item["path"] for item in artifacts} == {path.name for path in folder.iterdir()}
-    models = tracking.api(
+    assert tracking.api.artifacts(info["run_id"]) == {path.name for path in folder.iterdir()}
+    models = tracking.api.get(
         "logged-models/search",
         {"experiment_ids": [info["experiment_id"]], "filter": f"source_run_id = '{info['run_id']}'"},
     )["models"]
@@ -154,9 +132,9 @@ def test_a_server_that_is_down_costs_one_warning_and_track_uploads_the_run_once(
     for _ in range(2):  # a second upload adds nothing
         uploaded = stack.compose(*TRAIN, "track", f"/output/{rid}", check=False)
         assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
-        (parent,) = tracking.parent(rid)
+        (parent,) = tracking.api.parent(rid)
         assert parent["info"]["status"] == "FINISHED"
-        assert len(tracking.children(parent["info"]["run_id"])) == 4
+        assert len(tracking.api.children(parent["info"]["run_id"])) == 4
     assert uploaded.stdout.strip().endswith(f"/#/experiments/{parent['info']['experiment_id']}/runs/{parent['info']['run_id']}")
 
 
@@ -167,11 +145,10 @@ def test_the_server_listens_on_loopback_only_hardened_and_answers_only_its_own_n
     attrs = docker_client().containers.get(container_id).attrs
     assert attrs["Config"]["User"] == "10001:10001"
     assert attrs["HostConfig"]["ReadonlyRootfs"] and attrs["HostConfig"]["CapDrop"] == ["ALL"]
-    assert tracking.experiment_id()  # as 127.0.0.1
+    assert tracking.api.experiment_id()  # as 127.0.0.1
     # A name it was not given (DNS rebinding: a web page's own name pointed at 127.0.0.1) is refused.
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        tracking.api("experiments/get-by-name?experiment_name=skfleet", host="attacker.example:5000")
-    assert refused.value.code in (400, 403)
+    refused, _ = tracking.api.call("experiments/get-by-name?experiment_name=skfleet", host="attacker.example:5000")
+    assert refused in (400, 403)
 
 
 def test_mlflows_own_ui_shows_the_run_and_its_metrics(tracking: Tracking, tracked, tmp_path: Path) -> None:

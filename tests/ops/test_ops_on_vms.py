@@ -126,9 +126,10 @@ def test_ops_retire_worker_then_the_runbook_adds_it_back(playbooks: Playbooks) -
     assert playbooks.containers("vm3") == ["skfleet-worker"]
 
 
-def test_the_tunnel_runbook_opens_the_dashboard(playbooks: Playbooks) -> None:
-    with socket.socket() as probe:
-        assert probe.connect_ex(("127.0.0.1", 8787)) != 0, "127.0.0.1:8787 is taken here: the runbook's tunnel needs it"
+def test_the_tunnel_runbook_opens_the_dashboard_and_the_tracking_server(playbooks: Playbooks) -> None:
+    for port in (8787, 8789):
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, f"127.0.0.1:{port} is taken here: the runbook's tunnel needs it"
     (tunnel,) = runbooks.run("dashboard-tunnel.md#open-it", runbook_env(playbooks))
     try:
         line = tunnel.stdout.readline()
@@ -137,6 +138,14 @@ def test_the_tunnel_runbook_opens_the_dashboard(playbooks: Playbooks) -> None:
             assert response.read() == b"ok"
         with urllib.request.urlopen("http://127.0.0.1:8787/status", timeout=10) as response:
             assert b"Dask" in response.read()
+        # MLflow's UI, where the runs' links point: HTTPS with vm1's certificate (it names 127.0.0.1), users only.
+        line = tunnel.stdout.readline()
+        secrets = playbooks.inventory_dir / "tracking" / "admin.password"
+        assert line.startswith("tracking: https://127.0.0.1:8789/  (through vm1 to "), line
+        assert line.rstrip().endswith(f"log in as admin, password in {secrets})"), line
+        base = "https://127.0.0.1:8789"
+        assert playbooks.tracking(base).experiment_id()
+        assert playbooks.tracking(base, user=None).call("experiments/get-by-name?experiment_name=skfleet")[0] == 401
     finally:
         still_open = tunnel.poll() is None
         if still_open:
@@ -144,5 +153,6 @@ def test_the_tunnel_runbook_opens_the_dashboard(playbooks: Playbooks) -> None:
         stdout, stderr = tunnel.communicate(timeout=30)
     assert still_open, f"the tunnel ended by itself (exit {tunnel.returncode}): {stdout}{stderr}"
     assert "tunnel closed" in stdout, stdout + stderr
-    with socket.socket() as probe:
-        assert probe.connect_ex(("127.0.0.1", 8787)) != 0  # closed with it
+    for port in (8787, 8789):
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0  # closed with it

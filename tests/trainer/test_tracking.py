@@ -144,7 +144,7 @@ def test_track_uploads_a_run_once_and_completes_a_cut_short_upload(tracked, tmp_
     # An upload cut short: the parent run made (as the trainer makes it before writing the folder), a
     # candidate's run left running.
     tracker = Tracker(Target(uri, EXPERIMENT))
-    logged = tracker.open(results)
+    logged = tracker.logged(tracker.open(results))
     tracker.client.create_run(tracker.experiment_id, tags={PARENT_TAG: logged.run_id, CANDIDATE_TAG: "0"})
     for _ in range(2):
         done = skfleet("track", str(folder), "--tracking-uri", uri, "--experiment", EXPERIMENT)
