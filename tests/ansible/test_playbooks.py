@@ -279,7 +279,7 @@ def test_rolling_restart_keeps_a_computation_alive(playbooks: Playbooks) -> None
 
 
 def test_upgrade_through_a_registry_moves_every_host_to_the_new_version(playbooks: Playbooks) -> None:
-    for image in ("runtime", "trainer"):
+    for image in ("runtime", "trainer", "tracking"):
         derive_image(f"skfleet/{image}:{TAG}", f"skfleet/{image}:{NEXT_TAG}")
         push_image(f"skfleet/{image}:{NEXT_TAG}", playbooks)
     new_version = ["-e", f"skfleet_image_tag={NEXT_TAG}", "-e", f"skfleet_registry={playbooks.registry}"]
@@ -289,6 +289,9 @@ def test_upgrade_through_a_registry_moves_every_host_to_the_new_version(playbook
     for vm, name in (("vm1", "skfleet-scheduler"), ("vm2", "skfleet-worker"), ("vm3", "skfleet-worker")):
         image = playbooks.fleet.ssh(playbooks.fleet.vm(vm), f"sudo docker inspect --format '{{{{.Config.Image}}}}' {name}")
         assert image.stdout.strip() == f"{playbooks.registry}/skfleet/runtime:{NEXT_TAG}"
+    tracking = playbooks.fleet.ssh(playbooks.fleet.vm("vm1"), "sudo docker inspect --format '{{.Config.Image}}' skfleet-tracking")
+    assert tracking.stdout.strip() == f"{playbooks.registry}/skfleet/tracking:{NEXT_TAG}"
+    assert playbooks.tracking().get("experiments/search?max_results=1")  # up, and admin still logs in
     with playbooks.client() as client:
         assert len(worker_hosts(client)) == 2
     # As the runbook says: the inventory now names the new version, and the next site.yml keeps it.

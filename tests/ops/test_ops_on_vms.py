@@ -144,8 +144,8 @@ def test_the_tunnel_runbook_opens_the_dashboard_and_the_tracking_server(playbook
         assert line.startswith("tracking: https://127.0.0.1:8789/  (through vm1 to "), line
         assert line.rstrip().endswith(f"log in as admin, password in {secrets})"), line
         base = "https://127.0.0.1:8789"
-        assert playbooks.tracking(base).experiment_id()
-        assert playbooks.tracking(base, user=None).call("experiments/get-by-name?experiment_name=skfleet")[0] == 401
+        assert playbooks.tracking(base).call("experiments/search?max_results=1")[0] == 200
+        assert playbooks.tracking(base, user=None).call("experiments/search?max_results=1")[0] == 401
     finally:
         still_open = tunnel.poll() is None
         if still_open:
