@@ -36,6 +36,7 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 from docker.models.containers import Container
 from fabric import Connection
+from invoke.exceptions import ThreadException
 
 
 def project_root() -> Path:
@@ -67,6 +68,8 @@ LOG_GRACE_S = 30
 STOP_GRACE_S = 30
 # How long an interrupted `train` waits for ansible-playbook to end (SIGTERM) before stopping the job anyway.
 PLAY_STOP_S = 30
+# What a forwarded connection raises when its client goes away mid-way: that connection's end, not the tunnel's.
+CLIENT_DROPPED = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 Result = TypeVar("Result")
 
@@ -662,14 +665,31 @@ class Fleet:
         """Forward 127.0.0.1:LOCAL_PORT through HOST's SSH to REMOTE:PORT for the block; give the route in words."""
         if not _port_free(local_port):
             raise OpsError(f"127.0.0.1:{local_port} is taken (a local stack's dashboard?): pick another with {option}")
+        ended: BaseException | None = None  # how the block ended (Ctrl-C, mostly): it goes on once the tunnel is shut
         try:
             with self.connection(host).forward_local(local_port, remote_port=port, remote_host=remote, local_host="127.0.0.1"):
                 # Fabric binds the port in a thread of its own: the way is open once it answers.
                 if not _listening(local_port, timeout=15):
                     raise OpsError(f"the tunnel did not open 127.0.0.1:{local_port} within 15 s")
-                yield f"through {host} to {remote}:{port}; Ctrl-C ends it"
+                try:
+                    yield f"through {host} to {remote}:{port}; Ctrl-C ends it"
+                except BaseException as error:
+                    ended = error
+                    raise
         except OSError as error:
             raise OpsError(f"cannot open the tunnel on 127.0.0.1:{local_port}: {error} (pick another with {option})") from None
+        except ThreadException as error:
+            # Fabric keeps what each forwarded connection raised and raises it all when the tunnel shuts.
+            # A client that resets its connection (a browser closing a tab, TLS left unread) ends
+            # only that connection: say so and end as asked. Anything else broke the tunnel itself.
+            failures = [wrapper.value for wrapper in error.exceptions]
+            if not all(isinstance(failure, CLIENT_DROPPED) for failure in failures):
+                broken = next(failure for failure in failures if not isinstance(failure, CLIENT_DROPPED))
+                raise OpsError(f"the tunnel through {host} to {remote}:{port} broke: {broken!r}") from None
+            print(f"({len(failures)} connection(s) on 127.0.0.1:{local_port} dropped by their client; "
+                  "the tunnel served the others)", file=sys.stderr)  # fmt: skip
+            if ended is not None:
+                raise ended from None
 
     def train(self, args: list[str], fetch_dir: Path | None) -> int:
         """Run train.yml (the trainer role: the job, then its run folder fetched), streaming the job's log.

@@ -9,7 +9,9 @@ import os
 import re
 import signal
 import socket
+import struct
 import tarfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -138,6 +140,13 @@ def test_the_tunnel_runbook_opens_the_dashboard_and_the_tracking_server(playbook
             assert response.read() == b"ok"
         with urllib.request.urlopen("http://127.0.0.1:8787/status", timeout=10) as response:
             assert b"Dask" in response.read()
+        # A client that resets its connection (as a browser may) ends that connection, not the tunnel.
+        with socket.create_connection(("127.0.0.1", 8787), timeout=10) as dropped:
+            dropped.sendall(b"GET /status HTTP/1.1\r\n")
+            dropped.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close sends RST
+        time.sleep(1)
+        with urllib.request.urlopen("http://127.0.0.1:8787/health", timeout=10) as response:
+            assert response.read() == b"ok"
         # MLflow's UI, where the runs' links point: HTTPS with vm1's certificate (it names 127.0.0.1), users only.
         line = tunnel.stdout.readline()
         secrets = playbooks.inventory_dir / "tracking" / "admin.password"
@@ -152,7 +161,8 @@ def test_the_tunnel_runbook_opens_the_dashboard_and_the_tracking_server(playbook
             os.killpg(tunnel.pid, signal.SIGTERM)
         stdout, stderr = tunnel.communicate(timeout=30)
     assert still_open, f"the tunnel ended by itself (exit {tunnel.returncode}): {stdout}{stderr}"
-    assert "tunnel closed" in stdout, stdout + stderr
+    assert tunnel.returncode == 0 and "tunnel closed" in stdout, stdout + stderr
+    assert "dropped by their client; the tunnel served the others" in stderr, stderr
     for port in (8787, 8789):
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0  # closed with it
