@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# Build the image of a fresh Debian 12 "VM" that a Docker container stands in for.
+# Build the image of a fresh Debian "VM" that a Docker container stands in for: Debian 12
+# (bookworm, the default) or Debian 13 (trixie), `--suite` chooses.
 #
 # The Ansible tests boot a few of these on one machine (tests/vms.py) and provision
 # them over SSH as if they were real VMs: systemd as PID 1, sshd with host keys made at
-# first boot, a sudo user `ops`, apt pointing at the mirror, and no Docker engine (the
-# role installs it). tests/vms.py says how they are run, and why that way.
+# first boot, a sudo user `ops`, apt pointing at the mirror the way that release's own
+# images write it, and no Docker engine (the role installs it). tests/vms.py says how they
+# are run, and why that way.
 # Idempotent: does nothing when the tag exists and was built by this very script (its
 # sha256 is a label of the image), so editing the script rebuilds; --force always does.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
 
+SUITES=(bookworm trixie)
 SUITE="bookworm"
 MIRROR="${BASE_MIRROR:-http://deb.debian.org/debian}"
 # Security updates, as on a real VM; set VM_SECURITY_MIRROR= (empty) for a mirror without them.
 SECURITY_MIRROR="${VM_SECURITY_MIRROR-http://deb.debian.org/debian-security}"
-TAG="${VM_TAG:-skfleet/vm:${SUITE}}"
 # What a minimal cloud VM has that matters here: an init, sshd, Python for Ansible, sudo,
 # `ip`, TLS roots and D-Bus for systemd; iptables for the firewall rules the role may add.
 PACKAGES="systemd,systemd-sysv,dbus,openssh-server,python3,sudo,iproute2,ca-certificates,iptables"
@@ -39,10 +41,12 @@ MASKED_UNITS=(
 
 usage() {
   cat <<USAGE
-usage: $(basename "$0") [-h] [--force]
-Builds ${TAG} (a Debian ${SUITE} VM stand-in: systemd, sshd, sudo user ${LOGIN_USER}) from ${MIRROR}
-with debootstrap and imports it into Docker. Skips when ${TAG} was built by this same script.
-Environment: VM_TAG, BASE_MIRROR, VM_SECURITY_MIRROR. Needs root, debootstrap and a running dockerd.
+usage: $(basename "$0") [-h] [--force] [--suite ${SUITES[*]// /|}]
+Builds skfleet/vm:SUITE (a Debian VM stand-in of that release, default ${SUITE}: systemd, sshd, sudo
+user ${LOGIN_USER}) from ${MIRROR} with debootstrap and imports it into Docker. Skips when the tag was
+built by this same script.
+Environment: VM_TAG (another tag), BASE_MIRROR, VM_SECURITY_MIRROR. Needs root, debootstrap and a
+running dockerd.
 USAGE
 }
 
@@ -61,15 +65,29 @@ ensure_debootstrap() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
 }
 
+# Each release as its own images write it: Debian 12 one-line sources.list, Debian 13 deb822
+# (debian.sources), so the fleet tries both formats on the roles.
 write_apt_sources() {
   local rootfs="$1"
-  {
-    printf 'deb %s %s main\n' "${MIRROR}" "${SUITE}"
-    printf 'deb %s %s-updates main\n' "${MIRROR}" "${SUITE}"
-    if [[ -n "${SECURITY_MIRROR}" ]]; then
-      printf 'deb %s %s-security main\n' "${SECURITY_MIRROR}" "${SUITE}"
-    fi
-  } >"${rootfs}/etc/apt/sources.list"
+  if [[ "${SUITE}" == "bookworm" ]]; then
+    {
+      printf 'deb %s %s main\n' "${MIRROR}" "${SUITE}"
+      printf 'deb %s %s-updates main\n' "${MIRROR}" "${SUITE}"
+      if [[ -n "${SECURITY_MIRROR}" ]]; then
+        printf 'deb %s %s-security main\n' "${SECURITY_MIRROR}" "${SUITE}"
+      fi
+    } >"${rootfs}/etc/apt/sources.list"
+  else
+    rm -f "${rootfs}/etc/apt/sources.list"
+    {
+      printf 'Types: deb\nURIs: %s\nSuites: %s %s-updates\nComponents: main\n' "${MIRROR}" "${SUITE}" "${SUITE}"
+      printf 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n'
+      if [[ -n "${SECURITY_MIRROR}" ]]; then
+        printf '\nTypes: deb\nURIs: %s\nSuites: %s-security\nComponents: main\n' "${SECURITY_MIRROR}" "${SUITE}"
+        printf 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n'
+      fi
+    } >"${rootfs}/etc/apt/sources.list.d/debian.sources"
+  fi
   # No translations: a third less to download at every `apt-get update` of every VM.
   printf 'Acquire::Languages "none";\n' >"${rootfs}/etc/apt/apt.conf.d/99no-translations"
   rm -f "${rootfs}"/var/lib/apt/lists/*_i18n_Translation-*
@@ -82,6 +100,9 @@ write_apt_sources() {
 # PID 1: Docker mounts the cgroup v1 hierarchies read-only in an unprivileged container.
 # systemd copes, a nested dockerd does not (mkdir /sys/fs/cgroup/cpuset/docker: read-only
 # file system). The cgroup namespace is private, so read-write only exposes our own subtree.
+# On a cgroup v1 host, Debian 13's systemd (257) refuses to boot unless the kernel command
+# line says SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1; in a container, PID 1's own arguments are
+# that command line. Debian 12's systemd ignores the word.
 write_init_wrapper() {
   local rootfs="$1"
   cat >"${rootfs}/usr/local/sbin/vm-init" <<'INIT'
@@ -99,6 +120,9 @@ done </proc/self/mounts
 for mountpoint in ${cgroup_mounts}; do
   mount -o remount,bind,rw "${mountpoint}" || echo "vm-init: cannot make ${mountpoint} read-write" >&2
 done
+if [ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ]; then
+  set -- "$@" SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1
+fi
 exec /sbin/init "$@"
 INIT
   chmod 0755 "${rootfs}/usr/local/sbin/vm-init"
@@ -185,12 +209,20 @@ cleanup() {
 
 main() {
   local force=0 previous_id started="${SECONDS}"
-  case "${1:-}" in
-    -h | --help) usage; exit 0 ;;
-    --force) force=1 ;;
-    "") ;;
-    *) usage >&2; exit 2 ;;
-  esac
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      -h | --help) usage; exit 0 ;;
+      --force) force=1 ;;
+      --suite)
+        [[ " ${SUITES[*]} " == *" ${2:-} "* ]] || die "--suite: one of ${SUITES[*]}, not '${2:-}'"
+        SUITE="$2"
+        shift
+        ;;
+      *) usage >&2; exit 2 ;;
+    esac
+    shift
+  done
+  TAG="${VM_TAG:-skfleet/vm:${SUITE}}"
   [[ "$(id -u)" -eq 0 ]] || die "needs root (debootstrap, chroot)"
   docker info >/dev/null 2>&1 || die "no running Docker engine: run 'scripts/install-docker.sh' once"
   if [[ "${force}" -eq 0 ]] && built_by_this_script; then

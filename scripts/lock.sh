@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerate docker/requirements.lock (exact versions and hashes) from docker/requirements.in,
+# Regenerate docker/requirements.lock (exact versions and hashes) from docker/requirements.in (which
+# includes docker/runtime.in, the scheduler and workers' part),
 # docker/notebook.lock and docker/tracking.lock from theirs,
 # and docker/constraints.txt (the same pins, no hashes) for client installs.
 set -euo pipefail

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: every test, Docker-backed end-to-end ones included.
 #
-#   scripts/test.sh                  # all of it (about 25 minutes on 2 cores, cold; Ansible on 3 VMs included)
+#   scripts/test.sh                  # all of it, one phase after the other (about 45 minutes on 2 cores, cold;
+#                                    # Ansible on 3 VMs included; .ci/run overlaps the VM tests with the rest)
 #   scripts/test.sh -m "not docker"  # the fast part, no Docker engine needed
 #
 # Arguments go to pytest. Installs Docker and Compose (as root), the offline base image and
@@ -12,7 +13,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
-  sed -n '2,9s/^# \{0,1\}//p' "$0"
+  sed -n '2,10s/^# \{0,1\}//p' "$0"
   exit 0
 fi
 cd "${SKFLEET_ROOT}"

@@ -15,7 +15,7 @@ import pytest
 
 from skfleet.data import bundled_flights_path
 from tests import clients
-from tests.fleet import playbooks  # noqa: F401 - the VM fleet's fixture, registered by being named here
+from tests.fleet import fleet, playbooks, vm_training  # noqa: F401 - the VM fleet's fixtures, registered by being named here
 from tests.flights import asa_frame, write_csv
 from tests.stack import (  # noqa: F401 - the stack's fixtures, registered by being named here
     _docker_required,
@@ -27,6 +27,7 @@ from tests.stack import (  # noqa: F401 - the stack's fixtures, registered by be
     docker_setup,
     stack,
     stack_settings,
+    undisturbed_run,
 )
 
 
@@ -94,9 +95,15 @@ def client_venv(client_wheel: tuple[Path, str], tmp_path_factory: pytest.TempPat
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Order the tests; skip Docker-backed tests without Docker, with the command that enables them; in CI, fail them."""
+
     # The VM fleet's tests (tests/ansible, tests/ops) run last, together and in file order: the
-    # fleet boots once, and nothing else runs beside it; the `last` test (teardown.yml) ends it.
-    items.sort(key=lambda item: ("playbooks" in getattr(item, "fixturenames", ()), item.get_closest_marker("last") is not None))
+    # fleet boots once, and nothing else runs beside it; those of the bare VMs come before site.yml's,
+    # and the `last` test (teardown.yml) ends it.
+    def order(item: pytest.Item) -> tuple[bool, bool, bool]:
+        fixtures = getattr(item, "fixturenames", ())
+        return ("fleet" in fixtures, "playbooks" in fixtures, item.get_closest_marker("last") is not None)
+
+    items.sort(key=order)
     problem = None
     checked = False
     for item in items:

@@ -1,11 +1,12 @@
 """The VM fleet the Ansible and ops tests share: three VM stand-ins, the playbooks run over SSH
 against them, a TLS Dask cluster across them, a client on this machine.
 
-vm1 runs the scheduler (and the trainer, and MLflow's tracking server), vm2 and vm3 the workers. vm1 and vm2 are our image as
-built; vm3 is made like a minimal cloud image another pipeline baked (bake_like_a_pipeline). `playbooks` boots the fleet
-and runs site.yml once for the session; the tests that take it run last, together, in file
-order (tests/ansible, then tests/ops), and the one marked `last` (teardown.yml) after them
-(tests/conftest.py orders them).
+A fleet being upgraded: vm1 runs Debian 12 and the scheduler (and the trainer, and MLflow's tracking
+server), vm2 and vm3 run Debian 13 and the workers. vm1 and vm2 are our images as built; vm3 is made
+like a minimal cloud image another pipeline baked (bake_like_a_pipeline). `fleet` boots the VMs once
+for the session (tests/ansible/test_vms.py checks them, before any playbook), `playbooks` runs
+site.yml on them once; the tests that take either run last, together, in file order (tests/ansible,
+then tests/ops), and the one marked `last` (teardown.yml) after them (tests/conftest.py orders them).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -28,11 +30,12 @@ import docker.errors
 import pytest
 from distributed import Client, Event
 from distributed.security import Security
+from docker.models.containers import Container
 
 from skfleet.cluster import identity
 from tests.mlflow_api import MlflowApi
 from tests.stack import ROOT, Background
-from tests.vms import FLEET_LABEL, LABEL_KEY, LABEL_VALUE, Vm, VmFleet, destroy_leftovers, docker_client
+from tests.vms import FLEET_LABEL, LABEL_KEY, LABEL_VALUE, Vm, VmFleet, destroy_leftovers, docker_client, run_command
 
 ANSIBLE = ROOT / "ansible"
 BIN = Path(sys.executable).parent
@@ -42,16 +45,29 @@ TAG = "e2e"
 REGISTRY_HOST = 5
 REGISTRY_IMAGE = "skfleet-test/registry:bookworm"
 REGISTRY_PUSH_PORT = 5055
+# A stand-in for a Prometheus server on the fleet's network: the dashboards are opened to it (Playbooks).
+PROMETHEUS = f"{PREFIX}-prometheus"
+# Every playbook run's output, for reading after a slow or red run (Playbooks.run).
+PLAYBOOK_LOGS = ROOT / "build" / "playbooks"
+# Each VM's Debian release (scripts/build-vm-image.sh --suite): the scheduler's host on 12, the workers' on 13.
+VM_SUITES = {"vm1": "bookworm", "vm2": "trixie", "vm3": "trixie"}
 
 
 @dataclass
 class Playbooks:
-    """The VM fleet, its inventory and a way to run the playbooks against it."""
+    """The VM fleet, its inventory and a way to run the playbooks against it.
+
+    site.yml's first run opens the dashboards to a Prometheus server (PROMETHEUS, a container on the
+    fleet's network, address `prometheus_address`) and writes its scrape configuration to
+    `prometheus_config`; tests/ansible/test_playbooks.py takes them back to the default in its third.
+    """
 
     fleet: VmFleet
     inventory_dir: Path
     runs_dir: Path
     group_vars: dict[str, object]
+    prometheus_address: str = ""
+    prometheus_config: Path | None = None
     timings: dict[str, list[float]] = field(default_factory=dict)
 
     @property
@@ -81,12 +97,25 @@ class Playbooks:
         )
 
     def run(self, playbook: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run one playbook; give its output (failing the test, with that output, on a non-zero exit)."""
+        """Run one playbook; give its output (failing the test, with that output, on a non-zero exit).
+
+        Each run's whole output, with the time of every task (ansible.posix.profile_tasks), is kept in
+        build/playbooks/, so a slow run says which tasks took the time.
+        """
         command = [str(BIN / "ansible-playbook"), "-i", str(self.inventory_dir / "hosts.ini"), playbook, *extra]
-        env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
+        env = {
+            **os.environ,
+            "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"),
+            "ANSIBLE_FORCE_COLOR": "0",
+            "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
+            "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "15",
+        }
         started = time.monotonic()
         result = subprocess.run(command, cwd=ANSIBLE, env=env, capture_output=True, text=True, timeout=1200)
         self.timings.setdefault(playbook, []).append(time.monotonic() - started)
+        PLAYBOOK_LOGS.mkdir(parents=True, exist_ok=True)
+        runs = sum(len(times) for times in self.timings.values())
+        (PLAYBOOK_LOGS / f"{runs:02d}-{playbook.removesuffix('.yml')}.log").write_text(result.stdout + result.stderr)
         if check and result.returncode != 0:
             pytest.fail(f"{playbook} exited {result.returncode}\n{result.stdout[-20000:]}\n{result.stderr[-5000:]}")
         return result
@@ -168,11 +197,31 @@ random_payload, slow_checksum, gated_checksum = cluster_functions()
 
 
 @pytest.fixture(scope="session")
-def playbooks(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Playbooks]:
-    subprocess.run([str(ROOT / "scripts" / "build-vm-image.sh")], check=True, timeout=900)
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmFleet]:
+    """The three VMs, booted and answering SSH, vm3 baked like a pipeline's image; removed at the end."""
+    for suite in sorted(set(VM_SUITES.values())):
+        run_command([str(ROOT / "scripts" / "build-vm-image.sh"), "--suite", suite], timeout=900)
     destroy_leftovers(PREFIX)
+    images = {name: f"skfleet/vm:{suite}" for name, suite in VM_SUITES.items()}
+    fleet = VmFleet(PREFIX, work_dir=tmp_path_factory.mktemp("vms"), names=tuple(VM_SUITES), images=images)
+    try:
+        started = time.monotonic()
+        fleet.boot()
+        bake_like_a_pipeline(fleet, fleet.vm("vm3"))
+        print(f"\n{len(fleet.vms)} VMs booted and answering SSH in {time.monotonic() - started:.1f} s")
+        yield fleet
+    except BaseException:
+        for vm in fleet.vms:
+            print(f"\n===== journal of {vm.name} =====\n{fleet.logs(vm)}")
+        raise
+    finally:
+        fleet.destroy()
+
+
+@pytest.fixture(scope="session")
+def playbooks(fleet: VmFleet, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Playbooks]:
     work = tmp_path_factory.mktemp("ansible")
-    fleet = VmFleet(PREFIX, work_dir=work / "vms")
+    shutil.rmtree(PLAYBOOK_LOGS, ignore_errors=True)  # this session's runs only
     inventory_dir = work / "inventory"
     inventory_dir.mkdir()
     (inventory_dir / "group_vars").mkdir()
@@ -196,9 +245,12 @@ def playbooks(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
     )
     cluster.write_inventory(["vm2", "vm3"])
     try:
-        fleet.boot()
-        bake_like_a_pipeline(fleet, fleet.vm("vm3"))
         start_registry(cluster)
+        cluster.prometheus_address = start_prometheus_stand_in(fleet)
+        cluster.prometheus_config = work / "prometheus.yml"
+        cluster.set_group_vars(
+            skfleet_dashboard_sources=[cluster.prometheus_address], skfleet_prometheus_config=str(cluster.prometheus_config)
+        )
         cluster.run("site.yml")
         yield cluster
     except BaseException:
@@ -209,9 +261,35 @@ def playbooks(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
         timings = ", ".join(f"{name} {' / '.join(f'{t:.0f}' for t in times)}" for name, times in cluster.timings.items())
         with request.config.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
             print(f"\nplaybook wall times (s): {timings}")
-        with contextlib.suppress(docker.errors.NotFound):  # not started, when the fleet did not boot
-            docker_client().containers.get(f"{PREFIX}-registry").remove(force=True)
-        fleet.destroy()
+        for helper in (f"{PREFIX}-registry", PROMETHEUS):
+            with contextlib.suppress(docker.errors.NotFound):  # not started, when the fleet did not boot
+                docker_client().containers.get(helper).remove(force=True)
+
+
+# One search long enough to disturb mid-way (the silent-VM tests), and the session's one undisturbed run of it.
+TRAIN_GRID = ("--synthetic-rows", "40000", "--param", "n_estimators=30,60", "--param", "max_depth=8,12")
+
+
+@dataclass(frozen=True)
+class VmTraining:
+    """`ops.sh -i INVENTORY train` of TRAIN_GRID, once: what it printed and the run folder it fetched."""
+
+    result: subprocess.CompletedProcess[str]
+    run: Path
+
+
+@pytest.fixture(scope="session")
+def vm_training(playbooks: Playbooks, tmp_path_factory: pytest.TempPathFactory) -> VmTraining:
+    """The session's one undisturbed training on the fleet, run the way operators run it (ops.sh, then train.yml's play).
+
+    It serves the tests of train.yml and of `ops.sh train`, and gives the silent-VM tests the scores
+    their disturbed runs must match: seeded fits give them on any cluster of these images.
+    """
+    fetched = tmp_path_factory.mktemp("vm-training")
+    result = ops(playbooks, "train", "--fetch-dir", str(fetched), "--", *TRAIN_GRID)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run,) = fetched.iterdir()
+    return VmTraining(result=result, run=run)
 
 
 def bake_like_a_pipeline(fleet: VmFleet, vm: Vm) -> None:
@@ -248,6 +326,26 @@ def runbook_env(playbooks: Playbooks) -> dict[str, str]:
 def worker_started_at(playbooks: Playbooks, vm: str) -> str:
     command = "sudo docker inspect --format '{{.State.StartedAt}}' skfleet-worker"
     return playbooks.fleet.ssh(playbooks.fleet.vm(vm), command).stdout.strip()
+
+
+def start_prometheus_stand_in(fleet: VmFleet) -> str:
+    """Start a container on the fleet's network where a Prometheus server would be; give its address."""
+    container = docker_client().containers.run(
+        fleet.image,
+        ["infinity"],
+        entrypoint="sleep",
+        name=PROMETHEUS,
+        network=fleet.network,
+        labels={LABEL_KEY: LABEL_VALUE, FLEET_LABEL: PREFIX},  # destroy_leftovers(PREFIX) clears it
+        detach=True,
+    )
+    container.reload()
+    return container.attrs["NetworkSettings"]["Networks"][fleet.network]["IPAddress"]
+
+
+def prometheus_stand_in() -> Container:
+    """Give the container of start_prometheus_stand_in."""
+    return docker_client().containers.get(PROMETHEUS)
 
 
 def start_registry(playbooks: Playbooks) -> None:

@@ -247,6 +247,19 @@ def stack(docker_services, stack_settings: Stack) -> Stack:
     return stack_settings
 
 
+# One search long enough to disturb mid-way (a worker killed or silent, the scheduler killed), and
+# the session's one undisturbed run of it on the stack (`undisturbed_run`).
+DISTURBED_GRID = ("--synthetic-rows", "40000", "--param", "n_estimators=30,60", "--param", "max_depth=8,12")
+
+
+@pytest.fixture(scope="session")
+def undisturbed_run(stack: Stack) -> subprocess.CompletedProcess[str]:
+    """The stack's undisturbed run of DISTURBED_GRID, whose scores every disturbed run must give (fits are seeded)."""
+    result = stack.train(*DISTURBED_GRID)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 @pytest.fixture(autouse=True)
 def _dump_logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
@@ -270,7 +283,9 @@ def drifted_image(stack: Stack, package: str, version: str, tmp_path: Path) -> s
         f"FROM {base}\n"
         "USER root\n"
         "COPY *.whl /tmp/wheels/\n"
-        "RUN pip install --no-deps --no-index /tmp/wheels/*.whl\n"
+        # The image holds no pip (docker/install-lock.sh): one from the base's ensurepip, thrown away after.
+        "RUN python3 -m venv /tmp/pip && /tmp/pip/bin/pip --python /opt/skfleet/bin/python install --quiet --no-deps"
+        " --no-index /tmp/wheels/*.whl && rm -rf /tmp/pip /tmp/wheels\n"
         "USER 10001:10001\n"
     )
     image = f"skfleet/runtime-drift:{stack.project}-{package}"

@@ -4,7 +4,11 @@ Each VM is a container of the image scripts/build-vm-image.sh makes (systemd as 
 sshd, sudo user `ops`), with a fixed address on a bridge network of its own, run the way
 that was found to work on Docker 20.10 with cgroup v1: not
 privileged, every capability but three, no seccomp filter, a private cgroup namespace,
-and /var/lib/docker on a volume so a nested engine gets overlay2.
+and /var/lib/docker on a volume so a nested engine gets overlay2. A fleet may mix Debian
+releases (`images`, one per VM): Debian 13's systemd boots on this cgroup v1 host because the
+image's PID 1 wrapper asks it to (scripts/build-vm-image.sh). Its Docker 26 can't start a
+container on a bridge network in here (it sets IPv6 sysctls, and /proc/sys is the host's,
+read-only): skfleet's containers use the host's network, as on a real VM.
 
 Everything created carries the label `skfleet.test=vms` (and the fleet's prefix), so
 `destroy_leftovers(prefix)` can clear what a killed test run left behind.
@@ -104,11 +108,12 @@ def execute(container: Container, *command: str, timeout: float = 60) -> subproc
 
 @dataclass(frozen=True)
 class Vm:
-    """One VM of the fleet: its name (also its hostname), address and container."""
+    """One VM of the fleet: its name (also its hostname), address, container and image (its Debian release)."""
 
     name: str
     address: str
     container: str
+    image: str
 
 
 class VmFleet:
@@ -121,6 +126,7 @@ class VmFleet:
         work_dir: Path,
         names: Sequence[str] = ("vm1", "vm2", "vm3"),
         image: str = DEFAULT_IMAGE,
+        images: Mapping[str, str] | None = None,
         subnet: str = DEFAULT_SUBNET,
         boot_timeout_s: float = BOOT_TIMEOUT_S,
     ) -> None:
@@ -137,8 +143,17 @@ class VmFleet:
         self.work_dir = Path(work_dir)
         self.boot_timeout_s = boot_timeout_s
         self.user = USER
+        # IMAGES gives some VMs another image than IMAGE: a fleet of two Debian releases.
+        unknown = set(images or {}) - set(names)
+        if unknown:
+            raise VmFleetError(f"images given for VMs the fleet does not have: {sorted(unknown)}")
         self.vms = [
-            Vm(name=name, address=str(network.network_address + FIRST_HOST_OFFSET + index), container=f"{prefix}-{name}")
+            Vm(
+                name=name,
+                address=str(network.network_address + FIRST_HOST_OFFSET + index),
+                container=f"{prefix}-{name}",
+                image=(images or {}).get(name, image),
+            )
             for index, name in enumerate(names)
         ]
 
@@ -244,7 +259,7 @@ class VmFleet:
         """Start the VM's container (its network, volume and key made already)."""
         engine = docker_client()
         engine.containers.run(
-            self.image,
+            vm.image,
             detach=True,
             tty=True,  # systemd wants a console
             name=vm.container,
@@ -266,10 +281,12 @@ class VmFleet:
         if shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
             raise VmFleetError("the VMs are reached over SSH: install openssh-client (ssh, ssh-keygen)")
         engine = docker_client()
-        try:
-            engine.images.get(self.image)
-        except docker.errors.ImageNotFound:
-            raise VmFleetError(f"no image {self.image}: build it with scripts/build-vm-image.sh") from None
+        for image in sorted({vm.image for vm in self.vms}):
+            try:
+                engine.images.get(image)
+            except docker.errors.ImageNotFound:
+                suite = image.rsplit(":", 1)[-1]
+                raise VmFleetError(f"no image {image}: build it with scripts/build-vm-image.sh --suite {suite}") from None
         if engine.containers.list(all=True, filters={"label": f"{FLEET_LABEL}={self.prefix}"}, sparse=True):
             raise VmFleetError(
                 f"containers of an earlier fleet {self.prefix!r} still exist: "

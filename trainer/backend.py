@@ -24,9 +24,11 @@ trainer learned:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import sys
+import uuid
 import warnings
 from typing import Any
 
@@ -61,6 +63,7 @@ class SkfleetBackend(DaskDistributedBackend):
         if check_versions:
             cluster.check_versions(self.client)
         self._saved_direct: bool | None = None
+        self._copies: set[asyncio.Future[Any]] = set()  # on the client's loop: touched there alone
 
     async def _to_func_args(self, func: Any) -> tuple[Any, list[Any]]:
         try:
@@ -98,20 +101,42 @@ class SkfleetBackend(DaskDistributedBackend):
                     pending[argument] = asyncio.ensure_future(self._broadcast(argument))
 
     async def _broadcast(self, argument: Any) -> Any:
-        """Give the future of ARGUMENT scattered to every worker; None if that failed, and joblib scatters it itself.
+        """Give the future of ARGUMENT, sent to every running worker under one key; None if none took it.
 
-        The copies are made by the scheduler (replicate), which fails when a worker or the
-        scheduler goes mid-way (out of memory, say: CommClosedError), or when no worker is left
-        to copy to (every one restarting: ValueError). joblib then sends it to one worker, as it
-        would have, and the search's own error handling says what went wrong. Whatever the
-        failure, it must not escape: raised here, in joblib's submission coroutine, it would reach
-        only the log, and Parallel would wait for ever for a task never submitted.
+        Each copy is sent on its own (`_copy`), and the first that lands is the future: a worker
+        the scheduler is dropping, or one that stopped answering, fails or hangs its own copy
+        alone. Not the scheduler's replicate (`scatter(broadcast=True)`): it retries a worker that
+        left mid-copy every connect timeout, for ever, and the search that waited for it with it
+        (dask/distributed#5704; CI's frozen VM held a search so). Copies still under way when the
+        call ends are cancelled (`stop_call`). With None, joblib sends it to one worker, as it
+        would have. Whatever the failure, it must not escape: raised here, in joblib's submission
+        coroutine, it would reach only the log, and Parallel would wait for ever for a task never
+        submitted.
         """
         try:
-            return await self.client.scatter(argument, asynchronous=True, hash=False, broadcast=True)
+            workers = sorted(await self.client.scheduler.ncores_running())  # not the paused or the retiring
         except Exception as error:  # any failure: see above
-            log.debug("could not copy an argument to every worker (%s): joblib scatters it to one", first_line(error))
+            log.debug("could not list the workers to copy an argument to (%s): joblib scatters it", first_line(error))
             return None
+        key = f"{type(argument).__name__}-{uuid.uuid4().hex}"  # distributed's name for a value scattered unhashed
+        copies = [asyncio.ensure_future(self._copy(key, argument, worker)) for worker in workers]
+        for copy in copies:
+            self._copies.add(copy)
+            copy.add_done_callback(self._copies.discard)
+        for landed in asyncio.as_completed(copies):
+            future = await landed
+            if future is not None:
+                return future
+        return None
+
+    async def _copy(self, key: str, argument: Any, worker: str) -> Any:
+        """Give the future of KEY once ARGUMENT is on WORKER; None if that failed (the worker went, or refused it)."""
+        try:
+            scattered = await self.client.scatter({key: argument}, workers=[worker], asynchronous=True)
+        except Exception as error:  # any failure: the other copies stand
+            log.debug("could not copy %s to %s (%s)", key, worker, first_line(error))
+            return None
+        return scattered[key]
 
     def configure(self, n_jobs: int = 1, parallel: Any = None, prefer: str | None = None, **backend_args: Any) -> int:
         if prefer == "threads":
@@ -132,7 +157,14 @@ class SkfleetBackend(DaskDistributedBackend):
 
     def stop_call(self) -> None:
         self.client.direct_to_workers = self._saved_direct
+        # A copy still under way (to a worker that stopped answering) ends with the call.
+        with contextlib.suppress(RuntimeError):  # the client's loop already closed: nothing runs on it
+            self.client.loop.add_callback(self._cancel_copies)
         super().stop_call()
+
+    def _cancel_copies(self) -> None:
+        for copy in list(self._copies):
+            copy.cancel()
 
 
 class InProcessBatch:

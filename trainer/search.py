@@ -135,8 +135,13 @@ class PausedWatchdog:
     Dask pauses a worker at 80% of its memory limit and resumes it when memory falls. Memory
     held outside Dask's data (a fit's arrays, a deserialized frame) does not fall: with every
     worker paused, no task ever starts again and the search would wait forever. The watchdog
-    polls the scheduler from a thread and interrupts the search when that lasts.
+    polls the scheduler from a thread and interrupts the search when that lasts, and again every
+    RESEND_INTERVALS polls until the search has caught it (`stop`): Python drops a KeyboardInterrupt
+    that lands in a gc callback or a `__del__` (skfleet/interrupts.py), and a search whose one
+    interrupt was dropped waited for ever.
     """
+
+    RESEND_INTERVALS = 2
 
     def __init__(self, client: Client, patience: float, interval: float = 1.0) -> None:
         self.client = client
@@ -152,9 +157,13 @@ class PausedWatchdog:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
+        self.stop()
         if self._thread.is_alive():
             self._thread.join()
+
+    def stop(self) -> None:
+        """Stop watching, and interrupting: the search has caught the interrupt, or ended."""
+        self._stop.set()
 
     def _watch(self) -> None:
         paused_since = None
@@ -176,7 +185,10 @@ class PausedWatchdog:
                     f"{span(format_bytes(min(limits)), format_bytes(max(limits)))} memory limit: Dask pauses a worker "
                     "at 80% of its limit, and these never went back under it"
                 )
-                _thread.interrupt_main()  # joblib, waiting in the main thread, unwinds as on Ctrl-C
+                # joblib, waiting in the main thread, unwinds as on Ctrl-C; again until the search says it has.
+                _thread.interrupt_main()
+                while not self._stop.wait(self.interval * self.RESEND_INTERVALS):
+                    _thread.interrupt_main()
                 return
 
 
@@ -399,6 +411,7 @@ def run(
             try:
                 fit_again_after_lost_data(search, X, y, client, checkpoint)
             except KeyboardInterrupt:
+                watchdog.stop()
                 if watchdog.reason is None:
                     raise
                 raise ClusterError(f"the search stopped: {watchdog.reason}. Fix: {MEMORY_FIX}") from None

@@ -6,8 +6,10 @@ settings and the address come from the environment:
     docker exec skfleet-scheduler python -c "$(cat probe.py)" [ADDRESS] [PACKAGE ...]
 
 ADDRESS "" or none: DASK_SCHEDULER_ADDRESS. Each worker is also dialled from here, so a
-worker that advertises an address nobody can reach shows up as unreachable. On failure
-the document is {"error": "..."} and the exit code 1.
+worker that advertises an address nobody can reach shows up as unreachable, within DIAL_TIMEOUT_S;
+versions are then asked of the workers that answered only (the scheduler would wait out its
+connect timeout, 30 s, on each of the others). On failure the document is {"error": "..."} and
+the exit code 1.
 """
 
 import json
@@ -19,6 +21,7 @@ from urllib.parse import urlsplit
 
 from distributed import Client
 from distributed.comm import connect
+from distributed.versions import get_versions
 
 CONNECT_TIMEOUT_S = 10
 DIAL_TIMEOUT_S = 3
@@ -54,7 +57,6 @@ def probe(address, packages):
         # Asked now, not client.scheduler_info(): its cache's periodic refresh carries no workers
         # (skfleet.cluster.identity says more; this script runs with distributed alone).
         info = client.sync(client.scheduler.identity, n_workers=-1)
-        versions = client.get_versions(check=False, packages=packages)
         workers = {}
         for worker_address, worker in info["workers"].items():
             metrics = worker.get("metrics", {})
@@ -69,6 +71,9 @@ def probe(address, packages):
                 "task_counts": metrics.get("task_counts", {}),
                 "unreachable": client.sync(dial, worker_address, connection_args),
             }
+        reachable = [worker_address for worker_address, worker in workers.items() if worker["unreachable"] is None]
+        scheduler_versions = client.run_on_scheduler(get_versions, packages)
+        worker_versions = client.run(get_versions, packages, workers=reachable, on_error="return") if reachable else {}
         return {
             "address": info["address"],
             "uptime_s": time.time() - info.get("started", time.time()),
@@ -77,8 +82,10 @@ def probe(address, packages):
             "workers": workers,
             "tasks_processing": sum(len(keys) for keys in client.processing().values()),
             "versions": {
-                "scheduler": versions["scheduler"]["packages"],
-                "workers": {worker: entry["packages"] for worker, entry in versions["workers"].items()},
+                "scheduler": scheduler_versions["packages"],
+                "workers": {
+                    worker: entry["packages"] for worker, entry in worker_versions.items() if not isinstance(entry, Exception)
+                },
             },
         }
 

@@ -14,7 +14,6 @@ import json
 import os
 import queue
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -37,6 +36,8 @@ from ansible.template import Templar, trust_as_template
 from docker.models.containers import Container
 from fabric import Connection
 from invoke.exceptions import ThreadException
+
+from skfleet.interrupts import Interrupts
 
 
 def project_root() -> Path:
@@ -759,18 +760,11 @@ class Fleet:
             connection.close()
 
 
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Let SIGTERM (kill, systemd, a CI's timeout) unwind like Ctrl-C for the time of the block."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def sigterm_as_interrupt() -> Interrupts:
+    """Let SIGTERM (kill, systemd, a CI's timeout) unwind like Ctrl-C for the time of the block, and either one
+    be raised again until it does: the trainer's own handling (skfleet/interrupts.py). Raised once, Python may drop
+    it in a gc callback or a `__del__`, and `ops.sh train` then went on to the job's end (CI)."""
+    return Interrupts()
 
 
 def _run(command: list[str], capture: bool = True, timeout: float = 120, env: dict[str, str] | None = None) -> Done:

@@ -1,7 +1,8 @@
 """The playbooks, for real, on the VM fleet of tests/fleet.py (three VM stand-ins, a TLS Dask cluster).
 
-The tests run in file order on one cluster: site.yml a second time, then real work, then the
-playbooks that change it (train, scale down and up, rolling restart, upgrade, CA rotation);
+The tests run in file order on one cluster: site.yml a second time (its first run, the fixture's,
+opened the dashboards to a Prometheus server), a third time back to the default, then real work,
+then the playbooks that change it (train, scale down and up, rolling restart, upgrade, CA rotation);
 teardown.yml runs last of all, after tests/ops/test_ops_on_vms.py (marked `last`).
 """
 
@@ -29,8 +30,10 @@ from tests.fleet import (
     REGISTRY_PUSH_PORT,
     TAG,
     Playbooks,
+    VmTraining,
     changed_tasks,
     gated_checksum,
+    prometheus_stand_in,
     random_payload,
     recap,
     runbook_env,
@@ -61,6 +64,14 @@ def test_site_converges_and_a_second_run_changes_nothing(playbooks: Playbooks) -
     assert changed == {}, "\n".join(["changed on the second run:", *changed_tasks(second.stdout), second.stdout[-20000:]])
     assert "skfleet-scheduler" in playbooks.containers("vm1")
     assert playbooks.containers("vm2") == playbooks.containers("vm3") == ["skfleet-worker"]
+
+
+def test_the_role_gave_every_vm_an_engine_on_overlay2_and_the_docker_command(playbooks: Playbooks) -> None:
+    """Debian 13 packages the CLI apart (docker-cli): the ops tasks and the runbooks run it on every host."""
+    for vm in playbooks.fleet.vms:
+        # overlay2 needs /var/lib/docker on a volume (tests/vms.py): on the container's own filesystem it is vfs.
+        driver = playbooks.fleet.ssh(vm, "sudo docker info --format '{{.Driver}}'")
+        assert driver.stdout.strip() == "overlay2", (vm.name, driver.stdout, driver.stderr)
 
 
 def test_a_task_on_one_vm_consumes_a_result_made_on_the_other(playbooks: Playbooks) -> None:
@@ -103,6 +114,32 @@ def test_a_certificate_from_another_ca_is_refused(playbooks: Playbooks, tmp_path
         )
 
 
+def test_dashboards_opened_to_prometheus_serve_it_and_nobody_else(playbooks: Playbooks) -> None:
+    """skfleet_dashboard_sources, as site.yml's first run had it (tests/fleet.py): Prometheus's server (a container
+    on the cluster's network) is let in to the dashboards, not to Dask; a stranger to neither."""
+    check_the_rendered_prometheus_config(playbooks, playbooks.prometheus_config)
+    fleet = playbooks.fleet
+    vm1, vm2 = fleet.vm("vm1").address, fleet.vm("vm2").address
+    probe = " ".join(
+        f"timeout 5 bash -c 'echo > /dev/tcp/{address}/{port}' 2>/dev/null && echo {address}:{port};"
+        for address, port in ((vm1, 8786), (vm1, 8787), (vm2, 8788), (vm2, 8790))
+    )
+    admitted = prometheus_stand_in().exec_run(["bash", "-c", probe + " true"]).output.decode().split()
+    assert admitted == [f"{vm1}:8787", f"{vm2}:8788"]
+    stranger = docker_client().containers.run(fleet.image, ["-c", probe + " true"], entrypoint="bash",
+                                              network=fleet.network, remove=True)  # fmt: skip
+    assert stranger.decode().split() == []
+
+
+def test_back_to_the_default_no_rule_names_the_prometheus_server(playbooks: Playbooks) -> None:
+    """The dashboards' sources taken out of the inventory: out of the firewall, and the dashboards back on 127.0.0.1."""
+    playbooks.set_group_vars(skfleet_dashboard_sources=[], skfleet_prometheus_config="")
+    playbooks.run("site.yml")
+    for vm in ("vm1", "vm2"):
+        rules = playbooks.fleet.ssh(playbooks.fleet.vm(vm), "sudo iptables -w -S SKFLEET").stdout
+        assert playbooks.prometheus_address not in rules, rules
+
+
 def test_dask_listens_on_the_private_address_and_the_dashboards_on_loopback_only(playbooks: Playbooks) -> None:
     for vm_name, dask_ports, dashboard_port in (("vm1", {8786}, 8787), ("vm2", {8790, 8795}, 8788)):
         vm = playbooks.fleet.vm(vm_name)
@@ -141,20 +178,15 @@ def test_host_tls_files_are_private(playbooks: Playbooks) -> None:
     assert "ca.key" not in modes  # the CA key never leaves the controller
 
 
-def test_train_fetches_the_run_folder(playbooks: Playbooks) -> None:
-    played = playbooks.run(
-        "train.yml",
-        "-e",
-        json.dumps({"trainer_args": ["--synthetic-rows", "6000", "--param", "max_depth=4,8", "--param", "n_estimators=10"]}),
-    )
-    runs = sorted(playbooks.runs_dir.iterdir())
-    assert len(runs) == 1
-    results = json.loads((runs[0] / "results.json").read_text())
-    assert {path.name for path in runs[0].iterdir()} >= {"results.json", "cv_results.csv", "model.skops"}
+def test_train_fetches_the_run_folder(playbooks: Playbooks, vm_training: VmTraining) -> None:
+    """train.yml's play (the trainer role), here as `ops.sh train` runs it (tests/ops checks what ops adds)."""
+    played, run = vm_training.result, vm_training.run
+    results = json.loads((run / "results.json").read_text())
+    assert {path.name for path in run.iterdir()} >= {"results.json", "cv_results.csv", "model.skops"}
     assert results["scheduler_address"] == playbooks.scheduler
     assert results["local_cluster"] is False
     assert results["n_workers"] == 2
-    assert results["n_fits"] == 2 * 3
+    assert results["n_fits"] == 4 * 3
     assert 0.5 < results["test_accuracy"] <= 1
     assert results["test_accuracy"] >= results["baseline_accuracy"]
     # The play ends with the trainer's own summary (its result line's), then where the folder went.
@@ -163,7 +195,7 @@ def test_train_fetches_the_run_folder(playbooks: Playbooks) -> None:
     ]
     assert summary_value(played.stdout, "test accuracy").startswith(f"{results['test_accuracy']:.4f}")
     assert summary_value(played.stdout, "fit").startswith(f"{results['n_fits']} fits in")
-    assert f"run {runs[0].name} fetched to {runs[0]} (" in played.stdout
+    assert f"run {run.name} fetched to {run} (" in played.stdout
     assert "written to" not in played.stdout  # the container's path means nothing on the controller
     # Logged to MLflow's server on vm1 (group tracking), over HTTPS, as the trainer's user: the run, a
     # nested run per candidate, its files; its link points at the end of `ops.sh tunnel`.
@@ -172,42 +204,11 @@ def test_train_fetches_the_run_folder(playbooks: Playbooks) -> None:
     info = parent["info"]
     assert info["status"] == "FINISHED"
     assert results["tracking"]["url"] == f"https://127.0.0.1:8789/#/experiments/{info['experiment_id']}/runs/{info['run_id']}"
-    assert len(tracking.children(info["run_id"])) == results["n_candidates"] == 2
-    assert tracking.artifacts(info["run_id"]) == {path.name for path in runs[0].iterdir()}
+    assert len(tracking.children(info["run_id"])) == results["n_candidates"] == 4
+    assert tracking.artifacts(info["run_id"]) == {path.name for path in run.iterdir()}
     # Nobody gets in without a user; the trainer's can't manage users.
     assert playbooks.tracking(user=None).call("experiments/get-by-name?experiment_name=skfleet")[0] == 401
     assert playbooks.tracking(user="trainer").call("users/get?username=admin")[0] == 403
-
-
-def test_dashboards_opened_to_prometheus_serve_it_and_nobody_else(playbooks: Playbooks, tmp_path: Path) -> None:
-    """skfleet_dashboard_sources: Prometheus's server (a container on the cluster's network) is let in to
-    the dashboards, not to Dask; a stranger to neither. Then back to the default, dashboards on 127.0.0.1."""
-    fleet = playbooks.fleet
-    prometheus = docker_client().containers.run(fleet.image, ["infinity"], entrypoint="sleep", network=fleet.network,
-                                                detach=True, remove=True)  # fmt: skip
-    try:
-        prometheus.reload()
-        server = prometheus.attrs["NetworkSettings"]["Networks"][fleet.network]["IPAddress"]
-        playbooks.set_group_vars(skfleet_dashboard_sources=[server], skfleet_prometheus_config=str(tmp_path / "prometheus.yml"))
-        playbooks.run("site.yml")
-        check_the_rendered_prometheus_config(playbooks, tmp_path / "prometheus.yml")
-        vm1, vm2 = fleet.vm("vm1").address, fleet.vm("vm2").address
-        probe = " ".join(
-            f"timeout 5 bash -c 'echo > /dev/tcp/{address}/{port}' 2>/dev/null && echo {address}:{port};"
-            for address, port in ((vm1, 8786), (vm1, 8787), (vm2, 8788), (vm2, 8790))
-        )
-        admitted = prometheus.exec_run(["bash", "-c", probe + " true"]).output.decode().split()
-        assert admitted == [f"{vm1}:8787", f"{vm2}:8788"]
-        stranger = docker_client().containers.run(fleet.image, ["-c", probe + " true"], entrypoint="bash",
-                                                  network=fleet.network, remove=True)  # fmt: skip
-        assert stranger.decode().split() == []
-    finally:
-        prometheus.remove(force=True)
-        playbooks.set_group_vars(skfleet_dashboard_sources=[], skfleet_prometheus_config="")
-        playbooks.run("site.yml")
-    # Out of the inventory, out of the firewall: no rule names the server any more.
-    for vm in ("vm1", "vm2"):
-        assert server not in fleet.ssh(fleet.vm(vm), "sudo iptables -w -S SKFLEET").stdout
 
 
 def check_the_rendered_prometheus_config(playbooks: Playbooks, path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pytest
 
 from skfleet.cluster import identity
 from tests.faults import DROP_BOUND_S, FAULTS, REJOIN_STEADY_S
-from tests.fleet import Playbooks, ops, start_ops, worker_hosts
+from tests.fleet import TRAIN_GRID, Playbooks, VmTraining, ops, start_ops, worker_hosts
 from tests.stack import data_holder, scores_in, wait_for, wait_for_steady
 
 pytestmark = [
@@ -30,19 +31,15 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Mismatched versions found"),
 ]
 
-GRID = ("--synthetic-rows", "40000", "--param", "n_estimators=30,60", "--param", "max_depth=8,12")
 # What the surviving worker then needs for the fits that were left, and the play around them: about
 # 20 s here, 120 s on a busy 2-core CI machine; the budget is for the slowest.
 FINISH_S = 300
 
 
 @pytest.fixture(scope="module")
-def undisturbed(playbooks: Playbooks, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    fetched = tmp_path_factory.mktemp("undisturbed")
-    result = ops(playbooks, "train", "--fetch-dir", str(fetched), "--", *GRID)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (run,) = fetched.iterdir()
-    return scores_in(run)
+def undisturbed(vm_training: VmTraining) -> dict[str, object]:
+    """The scores of the session's undisturbed run of the same search (tests/fleet.py)."""
+    return scores_in(vm_training.run)
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
@@ -50,7 +47,7 @@ def test_a_vm_that_stops_answering_loses_its_worker_in_bounded_time_and_the_scor
     playbooks: Playbooks, undisturbed: dict[str, object], fault: str, tmp_path: Path
 ) -> None:
     inject, heal = FAULTS[fault]
-    training = start_ops(playbooks, "train", "--fetch-dir", str(tmp_path), "--", *GRID)
+    training = start_ops(playbooks, "train", "--fetch-dir", str(tmp_path), "--", *TRAIN_GRID)
     by_address = {playbooks.fleet.vm(name).address: playbooks.fleet.vm(name) for name in ("vm2", "vm3")}
     with playbooks.client() as client:
         holder = wait_for(lambda: data_holder(client), "scattered training data and running fits", timeout=300,
@@ -65,7 +62,11 @@ def test_a_vm_that_stops_answering_loses_its_worker_in_bounded_time_and_the_scor
             # ops names the VM whose worker is missing, and why.
             status = ops(playbooks, "status", timeout=300)
             assert status.returncode == 1 and f"{vm.name} is unreachable" in status.stdout, status.stdout
-            stdout, stderr = training.communicate(timeout=FINISH_S + DROP_BOUND_S)
+            try:
+                stdout, stderr = training.communicate(timeout=FINISH_S + DROP_BOUND_S)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"ops train did not end {FINISH_S + DROP_BOUND_S} s after {vm.name}'s worker was "
+                            f"dropped\n{training.output()}")  # fmt: skip
             finished = time.monotonic() - injected
         finally:
             heal(vm.container)

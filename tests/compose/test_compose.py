@@ -21,8 +21,10 @@ from distributed import Client
 from skfleet.cluster import identity
 from skfleet.report import RUN_FILES
 from tests import runbooks
+from tests.browser import console_messages, render_in_chromium
 from tests.flights import asa_frame, write_csv
 from tests.stack import (
+    DISTURBED_GRID,
     N_WORKERS,
     ROOT,
     Stack,
@@ -70,6 +72,24 @@ def test_scheduler_and_dashboard_listen_on_loopback_only(stack: Stack) -> None:
         assert published.startswith("127.0.0.1:"), published
     with urllib.request.urlopen(f"http://127.0.0.1:{stack.dashboard_port}/health", timeout=5) as response:
         assert response.read() == b"ok"
+
+
+def test_the_dashboard_loads_every_script_it_asks_for_and_runs_them_in_chromium(stack: Stack, tmp_path: Path) -> None:
+    """The runtime image ships bokeh's minified bundles alone (docker/slim-venv.sh): the dashboard needs no more."""
+    page = f"http://127.0.0.1:{stack.dashboard_port}/status"
+    with urllib.request.urlopen(page, timeout=10) as response:
+        html = response.read().decode()
+    scripts = re.findall(r'<script[^>]+src="([^"]+)"', html)
+    assert any("bokeh" in script and ".min.js" in script for script in scripts), scripts
+    for script in scripts:
+        with urllib.request.urlopen(urllib.parse.urljoin(page, script), timeout=10) as response:
+            assert response.status == 200 and len(response.read()) > 1000, script
+    # Run for real: bokeh's scripts load and run and open the server's websocket, and nothing fails to load or run.
+    rendered = render_in_chromium(page, "--virtual-time-budget=10000", "--dump-dom", profile=tmp_path / "profile")
+    messages = console_messages(rendered.stderr)
+    assert any("Websocket connection 0 is now open" in message for message in messages), messages
+    assert [message for message in messages if "error" in message.lower() or "failed" in message.lower()] == [], messages
+    assert "data-root-id" in rendered.stdout  # the page's bokeh roots, which the scripts fill
 
 
 def test_scheduler_and_every_worker_serve_prometheus_metrics(stack: Stack) -> None:
@@ -348,11 +368,10 @@ def test_a_signal_to_the_trainer_container_ends_the_run_cleanly(stack: Stack, si
     assert strangers == [], strangers
 
 
-def test_a_worker_killed_mid_search_changes_nothing(stack: Stack) -> None:
+def test_a_worker_killed_mid_search_changes_nothing(stack: Stack, undisturbed_run: subprocess.CompletedProcess[str]) -> None:
     """SIGKILL the worker that holds the scattered training data while fits run: same results."""
-    grid = ["--synthetic-rows", "40000", "--param", "n_estimators=30,60", "--param", "max_depth=8,12"]
-    alone = scores_of(stack, stack.train(*grid))
-    training = stack.train_in_background(*grid)
+    alone = scores_of(stack, undisturbed_run)
+    training = stack.train_in_background(*DISTURBED_GRID)
     with Client(f"tcp://127.0.0.1:{stack.scheduler_port}", timeout=30) as client:
         holder = wait_for(lambda: data_holder(client), "scattered training data and running fits", timeout=120)
         crash(worker_container(stack, holder))
@@ -367,9 +386,11 @@ def test_a_worker_killed_mid_search_changes_nothing(stack: Stack) -> None:
         print(f"worker loss: the killed worker rejoined after {rejoined:.1f} s; the search finished with the same scores")
 
 
-def test_a_scheduler_killed_mid_search_ends_the_run_cleanly_the_stack_recovers_and_the_rerun_resumes(stack: Stack) -> None:
-    grid = ["--synthetic-rows", "40000", "--param", "n_estimators=30,60", "--param", "max_depth=8,12"]
-    alone = stack.train(*grid)
+def test_a_scheduler_killed_mid_search_ends_the_run_cleanly_the_stack_recovers_and_the_rerun_resumes(
+    stack: Stack, undisturbed_run: subprocess.CompletedProcess[str]
+) -> None:
+    grid = DISTURBED_GRID
+    alone = undisturbed_run
     before = stack.run_folders()
     training = stack.train_in_background(*grid)
     # Some forests have finished (and are checkpointed, 2 fits each) and others are running when the scheduler dies.

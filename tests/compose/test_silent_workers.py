@@ -17,18 +17,17 @@ from distributed import Client
 
 from skfleet.cluster import identity
 from tests.faults import DROP_BOUND_S, FAULTS, REJOIN_STEADY_S
-from tests.stack import N_WORKERS, Stack, data_holder, scores_of, wait_for, wait_for_steady, worker_container
+from tests.stack import DISTURBED_GRID, N_WORKERS, Stack, data_holder, scores_of, wait_for, wait_for_steady, worker_container
 
 pytestmark = pytest.mark.docker
 
-GRID = ("--synthetic-rows", "40000", "--param", "n_estimators=30,60", "--param", "max_depth=8,12")
 # What the surviving worker then needs for the fits that were left.
 FINISH_S = 60
 
 
 @pytest.fixture(scope="module")
-def undisturbed(stack: Stack) -> dict[str, object]:
-    return scores_of(stack, stack.train(*GRID))
+def undisturbed(stack: Stack, undisturbed_run: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    return scores_of(stack, undisturbed_run)
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
@@ -36,7 +35,7 @@ def test_a_worker_that_stops_answering_is_dropped_in_bounded_time_and_the_scores
     stack: Stack, undisturbed: dict[str, object], fault: str
 ) -> None:
     inject, heal = FAULTS[fault]
-    training = stack.train_in_background(*GRID)
+    training = stack.train_in_background(*DISTURBED_GRID)
     with Client(f"tcp://127.0.0.1:{stack.scheduler_port}", timeout=30) as client:
         holder = wait_for(lambda: data_holder(client), "scattered training data and running fits", timeout=120)
         container = worker_container(stack, holder)

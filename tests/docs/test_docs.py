@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from tests.fleet import VM_SUITES
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -53,6 +55,20 @@ def test_every_role_variable_has_an_argument_spec_and_a_readme_row() -> None:
         assert set(defaults) - UNCHECKED <= set(specs), (role.name, sorted(set(defaults) - set(specs)))
         assert set(specs) <= set(defaults), (role.name, sorted(set(specs) - set(defaults)))
         assert {name for name in defaults if f"| `{name}` |" not in readme} == set(), role.name
+
+
+# Debian's codename of each release number the roles' READMEs name.
+DEBIAN_RELEASES = {"bookworm": "12", "trixie": "13"}
+
+
+def test_every_role_names_the_debian_releases_the_fleet_tests_it_on() -> None:
+    tested = sorted(set(VM_SUITES.values()), key=DEBIAN_RELEASES.get)
+    sentence = "Tested on " + " and ".join(f"Debian {DEBIAN_RELEASES[suite]} ({suite})" for suite in tested)
+    for role in ROLES:
+        assert sentence in (role / "README.md").read_text(), role.name
+        platforms = yaml.safe_load((role / "meta" / "main.yml").read_text())["galaxy_info"]["platforms"]
+        (debian,) = [platform["versions"] for platform in platforms if platform["name"] == "Debian"]
+        assert debian == tested, role.name
 
 
 def pins(path: Path) -> dict[str, str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests import runbooks
-from tests.fleet import Playbooks, ops, random_payload, runbook_env, start_ops, worker_hosts, worker_started_at
+from tests.fleet import Playbooks, VmTraining, ops, random_payload, runbook_env, start_ops, worker_hosts, worker_started_at
 from tests.stack import wait_for
 from tests.summary import summary_value
 
@@ -51,17 +51,17 @@ def test_ops_logs_gathers_every_vms_containers(playbooks: Playbooks, tmp_path: P
     assert re.search(rf"Scheduler at: +{re.escape(playbooks.scheduler)}", scheduler), scheduler[:3000]
 
 
-def test_ops_train_runs_the_trainer_role_streams_its_progress_and_fetches_the_run(playbooks: Playbooks, tmp_path: Path) -> None:
-    grid = ["--synthetic-rows", "6000", "--param", "max_depth=4", "--param", "n_estimators=10"]
-    result = ops(playbooks, "train", "--fetch-dir", str(tmp_path), "--", *grid)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"Done +3 out of +3", result.stderr), result.stderr[-3000:]  # streamed from the VM as it ran
-    (run,) = tmp_path.iterdir()
+def test_ops_train_runs_the_trainer_role_streams_its_progress_and_fetches_the_run(
+    playbooks: Playbooks, vm_training: VmTraining
+) -> None:
+    result, run = vm_training.result, vm_training.run
+    assert re.search(r"Done +(\d+) out of +\1 ", result.stderr), result.stderr[-3000:]  # streamed from the VM as it ran
     # train.yml's play (the trainer role), which ends with the trainer's own summary.
-    assert "TASK [trainer : Wait for the training job to end]" in result.stdout, result.stdout[-3000:]
+    assert "TASK [trainer : Run the training job and wait for it to end]" in result.stdout, result.stdout[-3000:]
     assert f"run {run.name} fetched to {run} (" in result.stdout
     results = json.loads((run / "results.json").read_text())
-    assert summary_value(result.stdout, "best params") == "max_depth=4, n_estimators=10"
+    best = ", ".join(f"{name.removeprefix('classifier__')}={value}" for name, value in sorted(results["best_params"].items()))
+    assert summary_value(result.stdout, "best params") == best
     assert results["scheduler_address"] == playbooks.scheduler and results["n_workers"] == 2
     assert (run / "report.html").stat().st_size > 0
     # The job's container is gone; nothing but skfleet's services is left on the trainer host.

@@ -258,6 +258,26 @@ def test_workers_paused_at_their_memory_limit_end_the_search_with_the_fix(tmp_pa
     assert 3 <= waited < 30, waited
 
 
+def test_the_paused_watchdog_interrupts_again_until_the_search_has_caught_it() -> None:
+    """A KeyboardInterrupt that lands in a gc callback is dropped (skfleet/interrupts.py): one interrupt is not enough."""
+    with (
+        dask.config.set({"distributed.worker.memory.pause": 0.01}),
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=False, memory_limit="1GiB", dashboard_address=":0") as paused,
+        Client(paused) as client,
+        search.PausedWatchdog(client, patience=1, interval=0.2) as watchdog,
+    ):
+        interrupts, deadline = 0, time.monotonic() + 60
+        while interrupts < 2:
+            try:
+                while time.monotonic() < deadline:
+                    time.sleep(0.01)
+                pytest.fail(f"{interrupts} interrupt(s) within 60 s")
+            except KeyboardInterrupt:
+                interrupts += 1  # the first one as if dropped: wait on, as the search would
+        watchdog.stop()
+    assert watchdog.reason is not None and watchdog.reason.startswith("all 2 workers have been paused for 1 s")
+
+
 def test_the_training_rows_reach_each_worker_once() -> None:
     """The frame (and each fold's indices) goes to every worker once, from the client, before any fit.
 
