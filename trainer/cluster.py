@@ -106,14 +106,14 @@ def _refusal(address: str, error: Exception) -> ClusterError | None:
     )
 
 
-def identity(client: Client) -> dict[str, Any]:
-    """Give the scheduler's identity (its address, and every worker by address), asked now.
+def identity(client: Client, timeout: float | None = None) -> dict[str, Any]:
+    """Give the scheduler's identity (its address, and every worker by address), asked now; TimeoutError after TIMEOUT s.
 
     Not `client.scheduler_info()`: that returns the client's cache, which its periodic refresh
     (every 2 s) rewrites with no worker in it (distributed 2026.8), so a read that lands right
     after a refresh sees no worker at all: a spurious "every worker left".
     """
-    return client.sync(client.scheduler.identity, n_workers=-1)
+    return client.sync(client.scheduler.identity, n_workers=-1, callback_timeout=timeout)
 
 
 def wait_for_workers(client: Client, address: str, n_workers: int, timeout: float) -> None:

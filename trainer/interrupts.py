@@ -11,9 +11,11 @@ signal was lost (1 run in 3 when the signal came right after "grid search:").
 from __future__ import annotations
 
 import _thread
+import contextlib
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from types import FrameType, TracebackType
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -63,6 +65,37 @@ class Interrupts:
         assert self.received is not None
         while not self._stop.wait(RESEND_SECONDS):
             _thread.interrupt_main(self.received)
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Within the block, `_thread.interrupt_main()` from another thread raises KeyboardInterrupt in the main thread.
+
+    interrupt_main simulates SIGINT, and does nothing where Python has no handler for it: where
+    SIGINT is ignored, as in a script's background job (`cmd &`: a CI job's, a cron wrapper's), a
+    search waited for ever for the interrupt of its paused-workers watchdog. Entered in the main
+    thread, the block gives SIGINT a handler that raises KeyboardInterrupt unless the main thread
+    is already unwinding from one (a late interrupt must not cut its cleanup short); a SIGINT
+    sent to such a process then interrupts it too. A handler of the program's own (Interrupts')
+    is kept. Elsewhere than the main thread, nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if callable(previous) and previous is not signal.default_int_handler:
+        yield
+        return
+    signal.signal(signal.SIGINT, _raise_unless_unwinding)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+
+
+def _raise_unless_unwinding(number: int, frame: FrameType | None) -> None:
+    if not _unwinding_from_interrupt(sys.exc_info()[1]):
+        raise KeyboardInterrupt(signal.Signals(number).name)
 
 
 def _unwinding_from_interrupt(error: BaseException | None) -> bool:

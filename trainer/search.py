@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import concurrent.futures
+import contextlib
 import logging
 import math
 import numbers
@@ -31,6 +32,7 @@ from skfleet.cluster import identity
 from skfleet.config import HALVING_FACTOR, SearchConfig
 from skfleet.errors import ClusterError, InputError, first_line
 from skfleet.forest_search import ForestGridSearchCV, SharedTrees
+from skfleet.interrupts import interruptible
 from skfleet.model import check_no_leak, local_threads
 from skfleet.progress import ProgressBar, live_bar
 
@@ -43,6 +45,8 @@ LOST_DATA_REASONS = ("lost dependencies", "already forgotten")
 
 
 CLUSTER_BACKEND = "skfleet-dask"
+# The paused-workers watchdog's deadline for the scheduler's answer to one poll (seconds).
+POLL_TIMEOUT_S = 30
 MEMORY_FIX = (
     "raise the workers' memory limit (SKFLEET_WORKER_MEMORY_LIMIT on the local stack, dask_worker_memory_limit "
     "on VMs), or make the fits smaller (--sample-rows, lower max_depth or n_estimators)"
@@ -149,10 +153,14 @@ class PausedWatchdog:
         self.interval = interval
         self.reason: str | None = None
         self._stop = threading.Event()
+        self._sending = threading.Lock()  # held while interrupting: none is sent once `stop` returns
         self._thread = threading.Thread(target=self._watch, name="skfleet-paused-watchdog", daemon=True)
+        self._interruptible = contextlib.ExitStack()
 
     def __enter__(self) -> PausedWatchdog:
         if self.patience > 0:
+            # Where SIGINT is ignored (a background job), interrupt_main would do nothing.
+            self._interruptible.enter_context(interruptible())
             self._thread.start()
         return self
 
@@ -160,18 +168,30 @@ class PausedWatchdog:
         self.stop()
         if self._thread.is_alive():
             self._thread.join()
+        self._interruptible.close()
 
     def stop(self) -> None:
         """Stop watching, and interrupting: the search has caught the interrupt, or ended."""
-        self._stop.set()
+        with self._sending:
+            self._stop.set()
+
+    def _interrupt(self) -> bool:
+        """Interrupt the main thread unless stopped; tell whether it was."""
+        with self._sending:
+            if self._stop.is_set():
+                return False
+            _thread.interrupt_main()  # joblib, waiting in the main thread, unwinds as on Ctrl-C
+            return True
 
     def _watch(self) -> None:
         paused_since = None
         while not self._stop.wait(self.interval):
             try:
-                workers = list(identity(self.client)["workers"].values())
-            except (OSError, TimeoutError, RuntimeError):
-                continue  # a lost scheduler is the search's own error
+                # Bounded: a poll that never came back left the search without its watchdog.
+                workers = list(identity(self.client, timeout=POLL_TIMEOUT_S)["workers"].values())
+            except Exception as error:  # any failure (a lost scheduler is the search's own error): poll again
+                log.debug("the paused-workers watchdog could not poll the scheduler: %s", first_line(error))
+                continue
             if not workers or any(worker.get("status") != "paused" for worker in workers):
                 paused_since = None
                 continue
@@ -185,10 +205,9 @@ class PausedWatchdog:
                     f"{span(format_bytes(min(limits)), format_bytes(max(limits)))} memory limit: Dask pauses a worker "
                     "at 80% of its limit, and these never went back under it"
                 )
-                # joblib, waiting in the main thread, unwinds as on Ctrl-C; again until the search says it has.
-                _thread.interrupt_main()
-                while not self._stop.wait(self.interval * self.RESEND_INTERVALS):
-                    _thread.interrupt_main()
+                # Again until the search says it has caught one.
+                while self._interrupt() and not self._stop.wait(self.interval * self.RESEND_INTERVALS):
+                    pass
                 return
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,7 +230,20 @@ def test_sigterm_mid_search_leaves_no_run_folder(tmp_path: Path) -> None:
     assert not output.exists() or [path.name for path in output.iterdir()] in ([], [".checkpoints"])
 
 
-def test_workers_paused_at_their_memory_limit_end_the_search_with_the_fix(tmp_path: Path) -> None:
+@pytest.fixture(params=["handled", "ignored"])
+def sigint(request: pytest.FixtureRequest) -> Iterator[str]:
+    """SIGINT as Python sets it, or ignored as in a script's background job (`cmd &`: CI's tracks)."""
+    previous = signal.getsignal(signal.SIGINT)
+    if request.param == "ignored":
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield request.param
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.timeout(300)  # where SIGINT was ignored, the watchdog's interrupt did nothing and the search waited for ever
+def test_workers_paused_at_their_memory_limit_end_the_search_with_the_fix(tmp_path: Path, sigint: str) -> None:
     """A worker paused for memory never runs another task: the search stops instead of waiting forever."""
     features, target = _training_data()
     # Pause at 1% of a 1 GiB limit: every worker is paused from the start, as when a fit's memory never falls.
@@ -256,6 +270,7 @@ def test_workers_paused_at_their_memory_limit_end_the_search_with_the_fix(tmp_pa
     assert "of their 1.00 GiB memory limit: Dask pauses a worker at 80% of its limit" in message
     assert "SKFLEET_WORKER_MEMORY_LIMIT" in message
     assert 3 <= waited < 30, waited
+    assert signal.getsignal(signal.SIGINT) is (signal.SIG_IGN if sigint == "ignored" else signal.default_int_handler)
 
 
 def test_the_paused_watchdog_interrupts_again_until_the_search_has_caught_it() -> None:
