@@ -35,6 +35,7 @@ from typing import Any
 import dask.config
 import joblib
 from dask.sizeof import sizeof
+from dask.utils import parse_timedelta
 from distributed import Client
 from distributed.versions import VersionMismatchWarning
 from joblib._dask import DaskDistributedBackend, is_weakrefable
@@ -103,10 +104,11 @@ class SkfleetBackend(DaskDistributedBackend):
     async def _broadcast(self, argument: Any) -> Any:
         """Give the future of ARGUMENT, sent to every running worker under one key; None if none took it.
 
-        Each copy is sent on its own (`_copy`), and the first that lands is the future: a worker
-        the scheduler is dropping, or one that stopped answering, fails or hangs its own copy
-        alone. Not the scheduler's replicate (`scatter(broadcast=True)`): it retries a worker that
-        left mid-copy every connect timeout, for ever, and the search that waited for it with it
+        Each copy is sent on its own (`_copy`), and the first that lands is the future, once the
+        others landed too or a connect timeout passed after it: a worker the scheduler is
+        dropping, or one that stopped answering, fails or hangs its own copy alone. Not the
+        scheduler's replicate (`scatter(broadcast=True)`): it retries a worker that left mid-copy
+        every connect timeout, for ever, and the search that waited for it with it
         (dask/distributed#5704; CI's frozen VM held a search so). Copies still under way when the
         call ends are cancelled (`stop_call`). With None, joblib sends it to one worker, as it
         would have. Whatever the failure, it must not escape: raised here, in joblib's submission
@@ -126,8 +128,16 @@ class SkfleetBackend(DaskDistributedBackend):
         for landed in asyncio.as_completed(copies):
             future = await landed
             if future is not None:
-                return future
-        return None
+                break
+        else:
+            return None
+        # The fits start once every worker has its copy, or the scheduler would send some of them to
+        # fetch it from the first (the copies are under way side by side: healthy workers land
+        # together). One copy a connect timeout behind the first is from a worker that stopped
+        # answering: the fits go on without it.
+        grace = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="seconds")
+        await asyncio.wait(copies, timeout=grace)
+        return future
 
     async def _copy(self, key: str, argument: Any, worker: str) -> Any:
         """Give the future of KEY once ARGUMENT is on WORKER; None if that failed (the worker went, or refused it)."""

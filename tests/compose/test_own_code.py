@@ -7,6 +7,7 @@ in this repository.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -73,18 +74,32 @@ def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def run_example(script: Path, *args: str) -> tuple[list[str], str]:
-    result = subprocess.run(
-        [sys.executable, str(RUNNER), str(script), *args], capture_output=True, text=True, timeout=900, check=False
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return [line for line in result.stdout.splitlines() if not TIMINGS.search(line)], result.stderr
+def run_examples(*runs: list[str], folder: Path) -> list[tuple[list[str], str]]:
+    """Run RUNNER once per argument list in RUNS, side by side; give each one's stdout lines (timings dropped) and stderr."""
+    with contextlib.ExitStack() as cleanup:
+        started = []
+        for number, args in enumerate(runs):
+            out, err = folder / f"{number}.out", folder / f"{number}.err"
+            with out.open("w") as stdout, err.open("w") as stderr:
+                running = subprocess.Popen([sys.executable, str(RUNNER), *args], stdout=stdout, stderr=stderr)
+            cleanup.callback(running.kill)  # a no-op once it ended
+            started.append((running, out, err))
+        outputs = []
+        for running, out, err in started:
+            running.wait(timeout=900)
+            stdout, stderr = out.read_text(), err.read_text()
+            assert running.returncode == 0, stdout[-3000:] + stderr[-3000:]
+            outputs.append(([line for line in stdout.splitlines() if not TIMINGS.search(line)], stderr))
+        return outputs
 
 
 @pytest.mark.parametrize("example", [path.split("/")[-1] for path in EXAMPLES])
-def test_a_gallery_example_prints_on_the_cluster_what_it_prints_locally(stack: Stack, gallery: Path, example: str) -> None:
-    local, _ = run_example(gallery / example)
-    ours, stderr = run_example(gallery / example, "--scheduler", address(stack))
+def test_a_gallery_example_prints_on_the_cluster_what_it_prints_locally(
+    stack: Stack, gallery: Path, example: str, tmp_path: Path
+) -> None:
+    # Side by side: the local run computes here while the cluster's computes in the workers.
+    script = str(gallery / example)
+    (local, _), (ours, stderr) = run_examples([script], [script, "--scheduler", address(stack)], folder=tmp_path)
     assert local.index("--- results ---") < len(local) - 1, local  # a fitted search or scores to compare
     assert ours == local
     tasks = int(re.search(r"tasks: (\d+)", stderr)[1])

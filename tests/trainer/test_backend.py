@@ -138,7 +138,8 @@ def test_a_worker_that_takes_no_copy_holds_nothing_up_and_the_others_run_the_fit
     client.run(break_copies, how, workers=[first])
     try:
         data = np.arange(100_000)
-        with joblib.parallel_backend("skfleet"):
+        # The fits wait a connect timeout for the copy that never lands, then go on without it.
+        with dask.config.set({"distributed.comm.timeouts.connect": "3s"}), joblib.parallel_backend("skfleet"):
             found = joblib.Parallel(n_jobs=-1)(joblib.delayed(total_plus)(data, i) for i in range(6))
     finally:
         client.run(mend_copies, workers=[first])

@@ -233,9 +233,8 @@ def test_sigterm_mid_search_leaves_no_run_folder(tmp_path: Path) -> None:
 @pytest.fixture(params=["handled", "ignored"])
 def sigint(request: pytest.FixtureRequest) -> Iterator[str]:
     """SIGINT as Python sets it, or ignored as in a script's background job (`cmd &`: CI's tracks)."""
-    previous = signal.getsignal(signal.SIGINT)
-    if request.param == "ignored":
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = signal.getsignal(signal.SIGINT)  # pytest's own: SIG_IGN itself where pytest runs in the background
+    signal.signal(signal.SIGINT, signal.SIG_IGN if request.param == "ignored" else signal.default_int_handler)
     try:
         yield request.param
     finally:
