@@ -17,6 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # pip's own lines that say nothing about the package (a notice that pip itself is old).
 PIP_NOTICES = re.compile(r"^\[notice\]")
+# pip byte-compiles every file it installs, half an install's time: a test imports a few of them,
+# and Python compiles those as it imports them.
+NO_COMPILE = ("--no-compile",)
 
 
 def quiet_pip_environment() -> dict[str, str]:
@@ -40,6 +43,12 @@ def pip(venv: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=ROOT, env=quiet_pip_environment(), capture_output=True, text=True, check=False)
 
 
+def lock_pins() -> dict[str, str]:
+    """Give docker/requirements.lock's pins: lowercase name, version."""
+    text = (ROOT / "docker" / "requirements.lock").read_text()
+    return {name.lower(): version for name, version in re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\", text, re.MULTILINE)}
+
+
 def new_venv(path: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
     return path
@@ -56,7 +65,7 @@ def build_wheel(folder: Path) -> tuple[Path, str]:
 
 def install(venv: Path, requirement: str) -> str:
     """pip install REQUIREMENT into VENV with the cluster's exact versions; give pip's output."""
-    result = pip(venv, "install", "--quiet", "-c", "docker/constraints.txt", requirement)
+    result = pip(venv, "install", "--quiet", *NO_COMPILE, "-c", "docker/constraints.txt", requirement)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout + result.stderr
 
@@ -70,6 +79,6 @@ def overlay_venv(path: Path, under: Path, *requirements: str) -> Path:
     """Give a venv that sees UNDER's packages, with REQUIREMENTS (no dependencies) installed over them."""
     venv = new_venv(path)
     (site_packages(venv) / "under.pth").write_text(f"{site_packages(under)}\n")
-    result = pip(venv, "install", "--quiet", "--no-deps", *requirements)
+    result = pip(venv, "install", "--quiet", *NO_COMPILE, "--no-deps", *requirements)
     assert result.returncode == 0, result.stderr[-3000:]
     return venv

@@ -6,6 +6,7 @@ the trainer's extra (`.[trainer]`) adds the training job. See tests/clients.py f
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import zipfile
@@ -55,6 +56,21 @@ def test_the_wheel_holds_the_skfleet_package_its_license_and_one_version(install
     assert trainer == set(TRAINER_PACKAGES)
     ops = {re.split(r"[\[<>=; ]", line)[0].lower() for line in requires if 'extra == "ops"' in line}
     assert ops == set(OPS_PACKAGES)
+
+
+def test_the_trainers_install_gets_the_cluster_versions(installed: tuple[Path, Path]) -> None:
+    # The README's command with the trainer's extra, resolved for real against the package index and installed.
+    venv, _ = installed
+    listed = clients.pip(venv, "list", "--format=json")
+    assert listed.returncode == 0, listed.stderr
+    resolved = {item["name"].lower().replace("_", "-"): item["version"] for item in json.loads(listed.stdout)}
+    pins = {name.replace("_", "-"): version for name, version in clients.lock_pins().items()}
+    for package in ("dask", "distributed", "scikit-learn", "numpy", "pandas", "cloudpickle", "joblib", "skops"):
+        assert resolved[package] == pins[package], package
+    # What the venv came with (pip, setuptools) aside, every package is the lock's, at the lock's version.
+    others = set(resolved) - {"skfleet", "pip", "setuptools"}
+    assert others <= set(pins), f"the trainer's install needs packages the lock lacks: {sorted(others - set(pins))}"
+    assert {name: resolved[name] for name in others} == {name: pins[name] for name in others}
 
 
 def test_python_m_skfleet_and_the_console_scripts_run_from_the_install(installed: tuple[Path, Path]) -> None:
