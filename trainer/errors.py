@@ -1,6 +1,6 @@
 """User-facing errors: each carries the exit code the CLI turns it into.
 
-Raised anywhere in the trainer, caught once in `skfleet.cli`, printed as one line.
+Raised anywhere in the trainer, caught once in `skfleet.__main__`, printed as one line.
 A stack trace is for our bugs, never for a user's typo.
 """
 

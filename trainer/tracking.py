@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import importlib.metadata
 import json
+import logging
 import os
 import re
 import socket
@@ -60,6 +61,19 @@ MLFLOW_DEFAULTS = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
+# MLflow records the Git commit of the script that logs a model, and warns when Git can't be used.
+# The trainer runs from an installed package (an image without Git): there is no commit to record, and
+# the two warnings on every tracked run would teach users to ignore warnings. Only those are dropped.
+GIT_LOGGER = "mlflow.utils.git_utils"
+GIT_WARNING = "Failed to import Git"
+
+
+class _NoGitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(GIT_WARNING)
+
+
+NO_GIT_WARNING = _NoGitWarning()
 # What a run id (results.json's run_id) may hold: it is written into MLflow's search filters.
 RUN_ID = re.compile(r"[\w.:-]{1,200}")
 # results.json's numbers logged as the run's metrics.
@@ -146,6 +160,8 @@ class Tracker:
         for name, value in MLFLOW_DEFAULTS.items():
             os.environ.setdefault(name, value)
         from mlflow import MlflowClient  # here: importing MLflow reads the variables above
+
+        logging.getLogger(GIT_LOGGER).addFilter(NO_GIT_WARNING)  # added once, however many trackers
 
         self.where = where
         self.client: MlflowClient = MlflowClient(where.uri)

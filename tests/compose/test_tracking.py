@@ -58,6 +58,7 @@ def tracked(tracking: Tracking) -> tuple[Path, dict[str, Any], float]:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MLflow run" in result.stdout
     assert "View run" not in result.stdout  # MLflow's own line per run: off
+    assert "Git" not in result.stderr, result.stderr  # nor its warnings that the image has no Git
     folder = tracking.stack.output_dir / run_id(result)
     return folder, json.loads((folder / "results.json").read_text()), took
 
