@@ -63,7 +63,8 @@ MLFLOW_DEFAULTS = {
 }
 # MLflow records the Git commit of the script that logs a model, and warns when Git can't be used.
 # The trainer runs from an installed package (an image without Git): there is no commit to record, and
-# the two warnings on every tracked run would teach users to ignore warnings. Only those are dropped.
+# its three warnings on every tracked run (commit, branch, repository URL) would teach users to ignore
+# warnings. Only those are dropped.
 GIT_LOGGER = "mlflow.utils.git_utils"
 GIT_WARNING = "Failed to import Git"
 
