@@ -1,11 +1,16 @@
 """A VM that stops answering without dying, on the VM fleet of tests/fleet.py: the search goes on without it.
 
-Each fault of tests/faults.py is injected into a whole worker VM while `ops.sh train` (train.yml,
-the trainer role) runs: frozen (the VM's every process, its Docker engine and the worker's nanny
-too, as a hung hypervisor), or its network silent (every packet but loopback's dropped). The
-scheduler drops its worker within 2 x worker-ttl + 30 s, the other VM's worker runs its fits, the
-trainer says which worker went and why, and the scores are those of an undisturbed run. Healed,
-the VM's worker restarts (its restart policy) and rejoins.
+The worker VM holding the training data is frozen while `ops.sh train` (train.yml, the trainer
+role) runs: its every process, its Docker engine and the worker's nanny too, as a hung
+hypervisor (tests/faults.py). The scheduler drops its worker within 2 x worker-ttl + 30 s, the
+other VM's worker runs its fits, `ops.sh status` names the VM, the trainer says which worker went
+and why, and the scores are those of an undisturbed run. Thawed, the VM's worker restarts (its
+restart policy) and rejoins.
+
+A VM's silent network is not injected here: Dask's side of it (a nanny alive but cut off, a
+connection that times out) is the Compose stack's silent-network case
+(tests/compose/test_silent_workers.py, the same iptables rules in a network namespace), and the
+VM's side (TLS, the inventory host named, ops.sh status, the restart policy) is this frozen VM's.
 """
 
 from __future__ import annotations
@@ -42,11 +47,10 @@ def undisturbed(vm_training: VmTraining) -> dict[str, object]:
     return scores_in(vm_training.run)
 
 
-@pytest.mark.parametrize("fault", list(FAULTS))
-def test_a_vm_that_stops_answering_loses_its_worker_in_bounded_time_and_the_scores_stay(
-    playbooks: Playbooks, undisturbed: dict[str, object], fault: str, tmp_path: Path
+def test_a_frozen_vm_loses_its_worker_in_bounded_time_and_the_scores_stay(
+    playbooks: Playbooks, undisturbed: dict[str, object], tmp_path: Path
 ) -> None:
-    inject, heal = FAULTS[fault]
+    inject, heal = FAULTS["frozen"]
     training = start_ops(playbooks, "train", "--fetch-dir", str(tmp_path), "--", *TRAIN_GRID)
     by_address = {playbooks.fleet.vm(name).address: playbooks.fleet.vm(name) for name in ("vm2", "vm3")}
     with playbooks.client() as client:
@@ -87,6 +91,6 @@ def test_a_vm_that_stops_answering_loses_its_worker_in_bounded_time_and_the_scor
     # The trainer's words, streamed from vm1: the worker by its inventory host, and why it went.
     assert f"worker {vm.name} ({holder}) dropped by the scheduler" in stderr, stderr[-3000:]
     print(
-        f"{fault} VM: its worker dropped {dropped:.1f} s after the fault (bound {DROP_BOUND_S:.0f} s), the run "
+        f"frozen VM: its worker dropped {dropped:.1f} s after the fault (bound {DROP_BOUND_S:.0f} s), the run "
         f"fetched {finished:.1f} s after it with the undisturbed scores; rejoined {rejoined:.1f} s after healing"
     )

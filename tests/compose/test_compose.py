@@ -437,24 +437,6 @@ def client_when_up(stack: Stack) -> Client | None:
         return None
 
 
-def test_compose_up_from_the_repository_root_runs_the_trainer_to_completion(stack: Stack, tmp_path: Path) -> None:
-    # The user's path: `docker compose up` from the root, ending with the trainer's summary.
-    # A separate project, so the shared stack above is left alone.
-    project = f"{stack.project}-up"
-    env, _, output_dir, _ = stack_environment(project, tmp_path)
-    env["SKFLEET_TRAIN_ARGS"] = "--synthetic-rows 3000 --param n_estimators=4 --param max_depth=4"
-    env["SKFLEET_SCHEDULER_PORT"], env["SKFLEET_DASHBOARD_PORT"] = str(free_port()), str(free_port())
-    command = ["docker", "compose", "up", "--attach", "trainer", "--abort-on-container-exit", "--exit-code-from", "trainer"]
-    try:
-        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert summary_value(result.stdout, "best params") == "max_depth=4, n_estimators=4"
-        (folder,) = list(output_dir.iterdir())
-        assert json.loads((folder / "results.json").read_text())["n_workers"] == N_WORKERS
-    finally:
-        subprocess.run(["docker", "compose", "down", "--volumes", "--timeout", "5"], cwd=ROOT, env=env, capture_output=True)
-
-
 def test_a_worker_memory_limit_too_small_for_the_fits_is_explained(stack: Stack, tmp_path: Path) -> None:
     """Fits that outgrow the workers' memory limit end with the limit and the fix, not a hang."""
     project = f"{stack.project}-small"

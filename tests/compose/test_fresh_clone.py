@@ -5,7 +5,9 @@ commands, with nothing run before: no output/ folder, no SKFLEET_UID, no scripts
 what a shared test machine needs differs from a user's first run: free host ports, a project
 name and an image tag of the test's own (the build is the stack's, from BuildKit's cache), a
 small grid, and the offline base image where no registry answers. The run folder must land in
-./output, owned by whoever ran Compose, with and without an ./output that already exists.
+./output, owned by whoever ran Compose: for root and for uid 1234 without an ./output, and for
+uid 1234 with one (`docker compose run` after `up`). Root owns whatever it finds, so root's second
+case would check nothing the first does not.
 """
 
 from __future__ import annotations
@@ -150,6 +152,7 @@ def test_compose_up_in_a_fresh_clone_leaves_the_run_folder_to_whoever_ran_it(new
     assert_new_run_folder(newcomer, [], result)
 
 
+@pytest.mark.parametrize("newcomer", ["uid1234"], indirect=True)
 def test_compose_run_with_an_existing_output_folder_adds_a_run_folder_of_theirs(newcomer: Newcomer) -> None:
     # After `docker compose up`: ./output exists (theirs) and holds one run; the stack is still there.
     before = newcomer.run_folders()
