@@ -1,6 +1,7 @@
 """Your own scikit-learn code on the cluster: `joblib.parallel_backend("skfleet")` and `skfleet.connect()`.
 
-`import skfleet` registers the backend. It is joblib's Dask backend (each task of a Parallel
+`import skfleet` registers the backend, and joblib loads this module (and distributed) when it is
+first used. It is joblib's Dask backend (each task of a Parallel
 call, such as a GridSearchCV fit or a cross_validate fold, runs on a worker) with what the
 trainer learned:
 
@@ -26,10 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-import sys
 import uuid
-import warnings
 from typing import Any
 
 import dask.config
@@ -37,14 +35,12 @@ import joblib
 from dask.sizeof import sizeof
 from dask.utils import parse_timedelta
 from distributed import Client
-from distributed.versions import VersionMismatchWarning
 from joblib._dask import DaskDistributedBackend, is_weakrefable
 from joblib._parallel_backends import FallbackToBackend, ThreadingBackend
 
 from skfleet import cluster
 from skfleet.errors import ClusterError, first_line
 
-BACKEND = "skfleet"
 # joblib's Dask backend scatters an argument larger than this (bytes, by dask's sizeof) instead of
 # sending it inside each task.
 SCATTER_BYTES = 1e3
@@ -195,11 +191,6 @@ class InProcessBatch:
         return self.name  # the Dask task's key prefix: "batch_of__fit_and_score_2_calls"
 
 
-def register() -> None:
-    """Register the backend with joblib as "skfleet" (skfleet's __init__ calls it)."""
-    joblib.register_parallel_backend(BACKEND, SkfleetBackend)
-
-
 def connect(address: str | None = None, *, timeout: float = 10, workers: int = 1, **client_options: Any) -> Client:
     """Give a client of the cluster at ADDRESS (default: `DASK_SCHEDULER_ADDRESS`), its versions checked.
 
@@ -221,25 +212,3 @@ def connect(address: str | None = None, *, timeout: float = 10, workers: int = 1
         raise
     log.debug("versions match on %s: %s", address, ", ".join(f"{name} {version}" for name, version in versions.items()))
     return client
-
-
-def quiet_harmless_version_table() -> None:
-    """Silence distributed's version table when every difference it lists is harmless to this client.
-
-    distributed compares Python's full version at every connect and prints a 7-line table for
-    3.11.7 against 3.11.2; a client install without pandas gets one for pandas too. Pickles and
-    wheels don't change within a Python minor release, and nothing of a package the client lacks
-    crosses from it (skfleet's own check agrees on both). A table users learn to ignore hides
-    a real mismatch, so those cases stay quiet; any other difference still prints.
-    """
-    minor = re.escape(f"{sys.version_info.major}.{sys.version_info.minor}.")
-    version = rf"{minor}\d+\.\w+\.\d+"
-    cell = rf"\s*(?:{version}|\{{'{version}'(?:, '{version}')*\}})\s*"
-    python = rf"\|\s*python\s*\|{cell}\|{cell}\|(?:{cell}|\s*None\s*)\|\s*"
-    lacking = r"\|\s*(?:numpy|pandas)\s*\|\s*None\s*\|[^|\n]*\|[^|\n]*\|\s*"
-    border = r"\s*\+[-+]+\+\s*"
-    table = (
-        rf"Mismatched versions found\s*{border}\|\s*Package\s*\|\s*Client\s*\|\s*Scheduler\s*\|\s*Workers\s*\|{border}"
-        rf"(?:{python}|{lacking})+{border}\Z"
-    )
-    warnings.filterwarnings("ignore", message=table, category=VersionMismatchWarning)

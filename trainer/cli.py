@@ -228,7 +228,7 @@ def train(args: argparse.Namespace, result: TextIO | None = None) -> int:
     checked = plan(args)
     config, pipeline, grid, halving_factor = checked.config, checked.pipeline, checked.grid, checked.halving_factor
     # Here, not at the top: a typo is reported in about the time scikit-learn takes to import.
-    from skfleet import checkpoint, cluster, evaluate, report, results, search
+    from skfleet import checkpoint, cluster, evaluate, record, report, results, search
 
     dataset = data.load(
         args.data,
@@ -269,7 +269,7 @@ def train(args: argparse.Namespace, result: TextIO | None = None) -> int:
     with cluster.connect(args.workers, args.workers_timeout) as (client, cluster_info):
         outcome = search.run(grid_search, X_train, y_train, client, fits, paused_timeout=args.paused_timeout)
     predictions = evaluate.predict(outcome, X_test, y_test, y_train)
-    evaluation = evaluate.evaluate(predictions)
+    evaluation = evaluate.evaluate(predictions, config.scoring)
 
     run_id = results.new_run_id()
     settings = {
@@ -285,7 +285,7 @@ def train(args: argparse.Namespace, result: TextIO | None = None) -> int:
         "top_routes": args.top_routes,
         "sample_rows": args.sample_rows,
     }
-    ran = results.Results.of_run(
+    ran = record.record(
         run_id=run_id,
         dataset=dataset,
         outcome=outcome,

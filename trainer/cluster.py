@@ -13,14 +13,14 @@ from typing import Any
 import dask.config
 from distributed import Client, LocalCluster
 
+from skfleet.dask_config import register_defaults
 from skfleet.errors import ClusterError, VersionMismatchError, first_line
-
-# Packages whose versions must agree between client, scheduler and workers: pickled
-# estimators, task graphs and data cross between them. Python compares major.minor
-# (pickles and wheels are compatible across micro releases); the rest compare exactly.
-CHECKED_PACKAGES = ("python", "dask", "distributed", "scikit-learn", "numpy", "pandas", "cloudpickle", "joblib")
+from skfleet.versions import CHECKED_PACKAGES, VersionReport, package_versions
 
 log = logging.getLogger(__name__)
+
+# distributed, imported above, registered its defaults over skfleet's (skfleet/dask_config.py): skfleet's on top again.
+register_defaults()
 
 
 @dataclass(frozen=True)
@@ -129,87 +129,6 @@ def wait_for_workers(client: Client, address: str, n_workers: int, timeout: floa
         ) from None
     except OSError as error:
         raise ClusterError(f"lost the scheduler at {address} while waiting for workers: {first_line(error)}") from None
-
-
-# A package the client lacks: nothing of it crosses from the client, so it can't mismatch there.
-MISSING = "missing"
-CLIENT_FIX = "pip install -c docker/constraints.txt ."
-WORKER_FIX = "docker compose up --detach --build --force-recreate scheduler worker  (VMs: ansible-playbook upgrade.yml)"
-
-
-def package_versions(report: dict[str, Any]) -> dict[str, str]:
-    """Give the checked packages' versions from one `get_versions` entry (MISSING where not installed)."""
-    packages = report.get("packages", {})
-    python = str(packages.get("python", ""))
-    versions = {"python": ".".join(python.split(".")[:2])}
-    for name in CHECKED_PACKAGES[1:]:
-        versions[name] = str(packages.get(name) or MISSING)
-    return versions
-
-
-@dataclass(frozen=True)
-class VersionReport:
-    """The checked packages' versions on the client, the scheduler and each worker."""
-
-    client: dict[str, str]
-    scheduler: dict[str, str]
-    workers: dict[str, dict[str, str]]
-
-    def places(self) -> dict[str, dict[str, str]]:
-        """Give every place but the client: `scheduler` and `worker ADDRESS`."""
-        return {"scheduler": self.scheduler, **{f"worker {address}": versions for address, versions in self.workers.items()}}
-
-    def mismatches(self) -> dict[str, dict[str, str]]:
-        """Give, for each package that differs from the client's, where and which version.
-
-        A package the client lacks is no mismatch: a client with only dask, distributed and
-        scikit-learn sends nothing of pandas.
-        """
-        found: dict[str, dict[str, str]] = {}
-        places = self.places()
-        for package, version in self.client.items():
-            if version == MISSING:
-                continue
-            differing = {where: theirs[package] for where, theirs in places.items() if theirs[package] != version}
-            if differing:
-                found[package] = differing
-        return found
-
-    def problems(self) -> list[tuple[str, list[str]]]:
-        """Give each mismatch as one line and the commands that end it: the client follows the scheduler, workers both.
-
-        `doctor` prints them; `check_versions` refuses the cluster with the same words.
-        """
-        found = []
-        for package, differing in self.mismatches().items():
-            line = f"{package}: client {self.client[package]} vs {_where(differing)}"
-            fixes = []
-            if "scheduler" in differing:
-                if package == "python":
-                    fixes.append(f"fix: run the client on Python {self.scheduler['python']}, then {CLIENT_FIX}")
-                else:
-                    wanted = f"{package}=={self.scheduler[package]}"
-                    fixes.append(f"fix (client): pip install '{wanted}', or all at once: {CLIENT_FIX}")
-            if any(where.startswith("worker") and version != self.scheduler[package] for where, version in differing.items()):
-                fixes.append(f"fix (workers): {WORKER_FIX}")
-            found.append((line, fixes))
-        return found
-
-
-def _where(differing: dict[str, str]) -> str:
-    """Give "scheduler 1.9.1, worker tcp://a 1.9.0" or, for many workers, "3 workers 1.9.1 (tcp://a, tcp://b, +1)"."""
-    parts = [f"scheduler {differing['scheduler']}"] if "scheduler" in differing else []
-    by_version: dict[str, list[str]] = {}
-    for where, version in differing.items():
-        if where.startswith("worker "):
-            by_version.setdefault(version, []).append(where.removeprefix("worker "))
-    for version, addresses in by_version.items():
-        if len(addresses) == 1:
-            parts.append(f"worker {addresses[0]} {version}")
-        else:
-            shown = ", ".join(addresses[:2]) + (f", +{len(addresses) - 2}" if len(addresses) > 2 else "")
-            parts.append(f"{len(addresses)} workers {version} ({shown})")
-    return ", ".join(parts)
 
 
 def versions_of(client: Client) -> VersionReport:

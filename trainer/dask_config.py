@@ -1,4 +1,5 @@
-"""skfleet's Dask configuration: trainer/skfleet.yaml, registered with Dask when skfleet is imported.
+"""skfleet's Dask configuration: trainer/skfleet.yaml, registered with Dask when skfleet is imported, and again
+when skfleet.cluster imports distributed.
 
 As dask-kubernetes and dask-cloudprovider register theirs, so `import skfleet` in a notebook or
 a script gets the trainer's Dask settings (data sent straight to the workers) as the CLI does.
@@ -8,12 +9,12 @@ They are defaults: the user's Dask config files and DASK_... environment variabl
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dask.config
-import distributed  # noqa: F401 (registers distributed's defaults: see register_defaults)
 import yaml
 
 from skfleet.errors import InputError
@@ -39,12 +40,21 @@ def defaults() -> dict[str, Any]:
 
 
 def register_defaults() -> None:
-    """Add skfleet.yaml to Dask's defaults, under the user's settings (skfleet's __init__ calls it once)."""
-    # update_defaults keeps a value the user set (config file, DASK_... variable) and replaces the rest, so
-    # the defaults registered last win: distributed's own (direct-to-workers: null) are, by the import
-    # above, registered before ours, or a notebook's `from distributed import Client` after `import skfleet`
-    # would undo ours. dask.config.refresh() re-applies them all in the same order.
-    dask.config.update_defaults(defaults())
+    """Add skfleet.yaml to Dask's defaults, under the user's settings (Dask config files, DASK_... variables).
+
+    update_defaults keeps a value the user set and replaces the rest, so the defaults registered
+    last win, and distributed registers its own (direct-to-workers: null) when it is first imported.
+    Before that, skfleet's distributed.* settings go in as values kept over later defaults (a
+    user's still win), and skfleet.cluster, which imports distributed, calls this again: from
+    then on skfleet's are the last defaults, and dask.config.refresh() re-applies them.
+    """
+    ours = defaults()
+    if "distributed" in sys.modules:
+        if dask.config.defaults[-1] != ours:  # once on top is enough
+            dask.config.update_defaults(ours)
+        return
+    dask.config.update_defaults({key: value for key, value in ours.items() if key != "distributed"})
+    dask.config.update(dask.config.config, {"distributed": ours["distributed"]}, priority="old")
 
 
 def variable(key: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from dask.utils import format_bytes
 
-from skfleet import cluster
+from skfleet import cluster, versions
 from skfleet.errors import ClusterError, VersionMismatchError
 from skfleet.text import table
 
@@ -28,11 +28,11 @@ def parser() -> argparse.ArgumentParser:
     return cli
 
 
-def version_table(report: cluster.VersionReport) -> str:
+def version_table(report: versions.VersionReport) -> str:
     """Give client, scheduler and workers side by side; workers that agree share a column."""
     groups: dict[tuple[str, ...], list[str]] = {}
-    for address, versions in report.workers.items():
-        groups.setdefault(tuple(versions.values()), []).append(address)
+    for address, theirs in report.workers.items():
+        groups.setdefault(tuple(theirs.values()), []).append(address)
     columns = [("client", report.client), ("scheduler", report.scheduler)]
     for addresses in groups.values():
         title = (
@@ -43,7 +43,7 @@ def version_table(report: cluster.VersionReport) -> str:
         columns.append((title, report.workers[addresses[0]]))
     rows = [["package", *(title for title, _ in columns), "check"]]
     mismatched = report.mismatches()
-    for package in cluster.CHECKED_PACKAGES:
+    for package in versions.CHECKED_PACKAGES:
         rows.append([package, *(versions[package] for _, versions in columns), "MISMATCH" if package in mismatched else "ok"])
     return table(rows)
 
@@ -57,7 +57,7 @@ def worker_table(info: dict[str, Any]) -> str:
     return table(rows)
 
 
-def fixes(report: cluster.VersionReport) -> list[str]:
+def fixes(report: versions.VersionReport) -> list[str]:
     """Give each mismatch and, indented, the commands that end it: the words the version gate refuses with."""
     return [text for line, commands in report.problems() for text in (line, *(f"  {command}" for command in commands))]
 

@@ -47,12 +47,16 @@ class Inputs:
     cv_results: dict[str, Any]
     best_index: int
     predictions: Predictions
-    baseline: float | None
     estimator: Any
 
     @property
     def scoring(self) -> str:
         return self.results.scoring
+
+    @property
+    def baseline(self) -> float | None:
+        """The majority baseline's score with the search's scorer (results.json's baseline_score)."""
+        return self.results.baseline_score
 
 
 Drawer = Callable[["Figure", Inputs], str]

@@ -1,6 +1,7 @@
 """The run folder's report: report.html, one self-contained page, and the figures it embeds, as PNGs beside it.
 
-write_run writes the whole run folder, atomically: the results' files (skfleet/results.py), then the report.
+write_run writes the whole run folder, atomically: results.json (skfleet/results.py), the CV table and the
+model (skfleet/run_files.py), then the report.
 
 The page needs no network to view: figures are data: URIs, the style is inline, there is
 no JavaScript, and its Content-Security-Policy forbids loading anything else. The figures
@@ -16,7 +17,6 @@ import json
 import logging
 import struct
 import time
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +25,13 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 import numpy as np
 from markupsafe import Markup
-from sklearn.dummy import DummyClassifier
-from sklearn.metrics import get_scorer
 from sklearn.model_selection import GridSearchCV
 
 from skfleet import figures
 from skfleet.figures import final_rounds, label, short
 from skfleet.results import FILES as RESULTS_FILES
-from skfleet.results import Results, atomic_run_folder, halving_text, write_files
+from skfleet.results import Results, atomic_run_folder, halving_text
+from skfleet.run_files import write_files
 
 if TYPE_CHECKING:
     from skfleet.evaluate import Predictions
@@ -60,7 +59,8 @@ RUN_FILES = sorted([*RESULTS_FILES, *files()])
 def write_run(output: Path, results: Results, outcome: SearchOutcome, predictions: Predictions) -> Path:
     """Give the run folder OUTPUT/run_id: results.json, cv_results.csv, the model and the report, written atomically."""
     with atomic_run_folder(output, results.run_id) as folder:
-        write_files(folder, results, outcome.search)
+        results.write(folder)
+        write_files(folder, outcome.search)
         write(folder, results, outcome.search, predictions)
     return output / results.run_id
 
@@ -68,9 +68,8 @@ def write_run(output: Path, results: Results, outcome: SearchOutcome, prediction
 def write(folder: Path, results: Results, search: GridSearchCV, predictions: Predictions) -> None:
     """Write the figures' PNGs and report.html into the (still hidden) run folder."""
     started = time.perf_counter()
-    baseline = majority_baseline_score(results.scoring, predictions)
     cv_results, best_index = final_rounds(search)
-    given = figures.Inputs(results, cv_results, best_index, predictions, baseline, search.best_estimator_)
+    given = figures.Inputs(results, cv_results, best_index, predictions, search.best_estimator_)
     drawn = figures.draw_all(given)
     for each in drawn:
         (folder / each.figure.file).write_bytes(each.png)
@@ -78,25 +77,6 @@ def write(folder: Path, results: Results, search: GridSearchCV, predictions: Pre
     page = render(given, search, drawn, drawn_seconds)
     (folder / REPORT_FILE).write_text(page, encoding="utf-8")
     log.info("report: %s and %d figures in %.1f s", REPORT_FILE, len(drawn), time.perf_counter() - started)
-
-
-def majority_baseline_score(scoring: str, predictions: Predictions) -> float | None:
-    """Give the score the majority baseline (always the training majority class) gets on the test set.
-
-    Scored with the search's own scorer, so it sits on the same scale as the CV scores;
-    None where that scorer can't score a constant answer (a single-class test set, say).
-    """
-    truth = predictions.truth
-    no_features = np.zeros((len(truth), 1))
-    try:
-        with warnings.catch_warnings():
-            # A constant answer makes precision-like scorers warn about zero divisions: 0 is the answer.
-            warnings.simplefilter("ignore")
-            majority = DummyClassifier(strategy="constant", constant=predictions.majority_class).fit(no_features, truth)
-            score = float(get_scorer(scoring)(majority, no_features, truth))
-    except ValueError:
-        return None
-    return score if np.isfinite(score) else None
 
 
 # ---------------------------------------------------------------------------- the page
@@ -137,7 +117,7 @@ def render(given: figures.Inputs, search: GridSearchCV, drawn: list[figures.Draw
         .render(
             results=results,
             content_security_policy=CONTENT_SECURITY_POLICY,
-            tables=[_summary(results, given.baseline), _cluster(results), _timings(results, search, drawn_seconds)],
+            tables=[_summary(results), _cluster(results), _timings(results, search, drawn_seconds)],
             figures=[_embedded(each) for each in drawn],
             candidates=_candidates(given),
             figure_files=figures.files(),
@@ -145,9 +125,10 @@ def render(given: figures.Inputs, search: GridSearchCV, drawn: list[figures.Draw
     )
 
 
-def _summary(results: Results, baseline: float | None) -> Table:
+def _summary(results: Results) -> Table:
     dataset = results.dataset
     scoring = results.scoring
+    baseline = results.baseline_score
     gain = results.test_accuracy - results.baseline_accuracy
     baseline_row = (
         f"{baseline:.4f} (the majority class's {scoring} on the test set)"

@@ -1,6 +1,9 @@
-"""What a run found, typed: Results, which writes and reads results.json; the atomic run folder; the model, loaded back.
+"""What a run found, as plain data: Results, which writes and reads results.json; the atomic run folder; the summary.
 
-skfleet/report.py writes a run folder: these files, then the report page and its figures.
+A pure record: nothing here needs the cluster, the search or the data, so reading a run folder
+(`skfleet track`, ops, a notebook) loads none of them. skfleet/record.py makes a Results from a
+finished run; skfleet/run_files.py writes the CV table and the model beside results.json;
+skfleet/report.py writes the whole run folder.
 """
 
 from __future__ import annotations
@@ -16,28 +19,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import skops.io
-
-from skfleet.cluster import ClusterInfo
-from skfleet.data import Dataset
 from skfleet.errors import InputError
-from skfleet.evaluate import Evaluation
-from skfleet.search import SearchOutcome, grid_edges
 
 RESULTS_FILE = "results.json"
 CV_RESULTS_FILE = "cv_results.csv"
 MODEL_FILE = "model.skops"
-# What write_files puts in a run folder: the results, the CV table (every candidate), the model.
+# What a run folder holds before its report: the results, the CV table (every candidate), the model.
 FILES = [RESULTS_FILE, CV_RESULTS_FILE, MODEL_FILE]
-# Types the model file holds beyond what skops trusts by default: the forest's tree
-# structure (scikit-learn's own), our pipeline and our encoder. Anything else is refused on load.
-TRUSTED_MODEL_TYPES = [
-    "sklearn.tree._tree.Tree",
-    "skfleet.model.InProcessPipeline",
-    "skfleet.model.CategoryCodes",
-]
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -65,7 +53,7 @@ class Results:
     """results.json: what a run found, on which data and cluster, with which settings.
 
     Its fields are results.json's keys, in order: a stable interface (see the README), read by
-    the report, the summary, `--json` and ops. `read` gives it back from a run folder.
+    the report, the summary, `--json` and ops. `write` puts it in a run folder, `read` gives it back.
     """
 
     run_id: str
@@ -106,61 +94,17 @@ class Results:
     finished_at: str
     # Where the run was logged in MLflow (skfleet.tracking.Logged), or None: not tracked.
     tracking: dict[str, Any] | None = None
-
-    @classmethod
-    def of_run(
-        cls,
-        *,
-        run_id: str,
-        dataset: Dataset,
-        outcome: SearchOutcome,
-        evaluation: Evaluation,
-        cluster: ClusterInfo,
-        n_train_rows: int,
-        n_test_rows: int,
-        settings: dict[str, Any],
-        crosscheck_mismatches: int | None,
-        report_files: list[str],
-    ) -> Results:
-        """Give the results of a finished search, evaluated on the test set."""
-        search = outcome.search
-        return cls(
-            run_id=run_id,
-            best_params=_plain(search.best_params_),
-            best_cv_score=float(search.best_score_),
-            scoring=settings["scoring"],
-            **asdict(evaluation),
-            n_train_rows=n_train_rows,
-            n_test_rows=n_test_rows,
-            n_rows_read=dataset.n_rows_read,
-            n_dropped_rows=dataset.n_dropped_rows,
-            target=dataset.target,
-            target_crosscheck_mismatches=crosscheck_mismatches,
-            fit_seconds=round(outcome.fit_seconds, 3),
-            n_candidates=outcome.n_candidates,
-            n_fits=outcome.n_fits,
-            search=settings.get("search", "grid"),
-            rounds=[{"candidates": candidates, "rows": rows} for candidates, rows in outcome.rounds],
-            n_fits_resumed=outcome.n_fits_resumed,
-            resumed_fit_seconds=round(outcome.resumed_fit_seconds, 3),
-            shared_trees=None
-            if outcome.shared_trees is None
-            else {**asdict(outcome.shared_trees), "description": outcome.shared_trees.describe()},
-            grid_edges=[_plain({**asdict(edge), "description": edge.describe()}) for edge in grid_edges(search)],
-            scheduler_address=cluster.scheduler_address,
-            local_cluster=cluster.local,
-            n_workers=cluster.n_workers,
-            n_threads=cluster.n_threads,
-            versions=cluster.versions,
-            dataset={"name": dataset.name, "layout": dataset.layout, "checksum": dataset.checksum},
-            settings=_plain(settings),
-            report_files=list(report_files),
-            finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
+    # The majority baseline with the search's scorer (skfleet.evaluate), or None where that scorer can't
+    # score a constant answer. Last, with a default: run folders written before it still read.
+    baseline_score: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Give results.json's contents."""
         return asdict(self)
+
+    def write(self, folder: Path) -> None:
+        """Write results.json into FOLDER."""
+        (folder / RESULTS_FILE).write_text(json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n")
 
     @classmethod
     def from_json(cls, document: Any, source: str = "results.json") -> Results:
@@ -185,27 +129,6 @@ class Results:
         except (OSError, ValueError) as error:
             raise InputError(f"{path}: cannot read results: {error}") from None
         return cls.from_json(document, str(path))
-
-
-def write_files(folder: Path, results: Results, search: Any) -> None:
-    """Write results.json, cv_results.csv and the best model (model.skops) into FOLDER."""
-    (folder / RESULTS_FILE).write_text(json.dumps(results.to_json(), indent=2, sort_keys=False) + "\n")
-    cv_results = pd.DataFrame(search.cv_results_)
-    cv_results["params"] = cv_results["params"].map(lambda params: json.dumps(_plain(params), sort_keys=True))
-    cv_results.to_csv(folder / CV_RESULTS_FILE, index=False)
-    skops.io.dump(search.best_estimator_, folder / MODEL_FILE)
-
-
-def load_model(path: Path):
-    """Give the fitted pipeline from a run's model.skops; refuses types skfleet never writes.
-
-    skops loads without running code from the file, unlike pickle or joblib.
-    """
-    untrusted = skops.io.get_untrusted_types(file=path)
-    unexpected = sorted(set(untrusted) - set(TRUSTED_MODEL_TYPES))
-    if unexpected:
-        raise InputError(f"{path}: holds types skfleet does not write: {', '.join(unexpected)}")
-    return skops.io.load(path, trusted=untrusted)
 
 
 def summary(results: Results, folder: Path) -> str:
@@ -263,14 +186,3 @@ def halving_text(results: Results) -> str:
     candidates = " -> ".join(str(step["candidates"]) for step in results.rounds)
     rows = " -> ".join(format(step["rows"], ",") for step in results.rounds)
     return f"successive halving, factor {results.settings['halving_factor']}: {candidates} candidates on {rows} rows"
-
-
-def _plain(value: Any) -> Any:
-    """Give a JSON-ready copy: numpy scalars become Python numbers."""
-    if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value

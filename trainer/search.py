@@ -1,116 +1,50 @@
-"""Run the search with cross-validation on the Dask cluster through joblib: exhaustive, or successive halving."""
+"""Run the search with cross-validation on the Dask cluster through joblib: exhaustive, or successive halving.
+
+The searches run inside skfleet/guards.py's guards: the checkpointing backend, the paused-workers
+and dropped-workers watchdogs, a fit again when a dropped worker took the data, and the words for
+a fit that was lost.
+"""
 
 from __future__ import annotations
 
-import _thread
 import concurrent.futures
-import contextlib
 import logging
 import math
-import numbers
 import sys
-import threading
 import time
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import joblib
 import pandas as pd
-from dask.utils import format_bytes
 from distributed import Client
 from distributed.scheduler import KilledWorker
-from sklearn.base import clone
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401 (makes HalvingGridSearchCV importable)
 from sklearn.model_selection import GridSearchCV, HalvingGridSearchCV, ParameterGrid
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 
-from skfleet.backend import SkfleetBackend
 from skfleet.checkpoint import FitCheckpoint
-from skfleet.cluster import identity
 from skfleet.config import HALVING_FACTOR, SearchConfig
 from skfleet.errors import ClusterError, InputError, first_line
 from skfleet.forest_search import ForestGridSearchCV, SharedTrees
-from skfleet.interrupts import interruptible
+from skfleet.guards import (
+    CLUSTER_BACKEND,
+    MEMORY_FIX,
+    ClusterBackend,
+    DroppedWorkers,
+    PausedWatchdog,
+    fit_again_after_lost_data,
+    lost_fits_error,
+    memory_limit,
+)
 from skfleet.model import check_no_leak, local_threads
-from skfleet.progress import ProgressBar, live_bar
+from skfleet.progress import live_bar
 
 # joblib prints "Done k out of n | elapsed | remaining" about this many times a search.
 PROGRESS_LINES = 10
-# Times a search is fitted again after a dropped worker took data its fits needed.
-LOST_DATA_RETRIES = 3
-# How Dask words the cancellation of a task whose data was lost (not a lost scheduler's "scheduler-connection-lost").
-LOST_DATA_REASONS = ("lost dependencies", "already forgotten")
-
-
-CLUSTER_BACKEND = "skfleet-dask"
-# The paused-workers watchdog's deadline for the scheduler's answer to one poll (seconds).
-POLL_TIMEOUT_S = 30
-MEMORY_FIX = (
-    "raise the workers' memory limit (SKFLEET_WORKER_MEMORY_LIMIT on the local stack, dask_worker_memory_limit "
-    "on VMs), or make the fits smaller (--sample-rows, lower max_depth or n_estimators)"
-)
 
 log = logging.getLogger(__name__)
-
-
-class ClusterBackend(SkfleetBackend):
-    """The users' backend (skfleet/backend.py: every fit on the cluster, nested work in its task), with checkpoints.
-
-    The trainer checked versions as it connected. With a checkpoint, each finished fit is stored as
-    its result reaches the client, and a fit the checkpoint already holds is answered from it
-    instead of being sent to the cluster.
-    """
-
-    def __init__(
-        self,
-        *args: Any,
-        checkpoint: FitCheckpoint | None = None,
-        progress: ProgressBar | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, check_versions=False, **kwargs)
-        self.checkpoint = checkpoint
-        self.progress = progress
-
-    def submit(self, func, callback=None):
-        """Send a batch of joblib tasks to the cluster, less the fits the checkpoint holds."""
-        checkpoint, progress = self.checkpoint, self.progress
-        if checkpoint is None and progress is None:
-            return super().submit(func, callback)
-        keys: list[str | None] = [None] * len(func.items)
-        results: list[Any] = [None] * len(func.items)
-        if checkpoint:
-            keys = [checkpoint.key(function, args, kwargs) for function, args, kwargs in func.items]
-            results = [checkpoint.get(key, kwargs) for key, (_, _, kwargs) in zip(keys, func.items, strict=True)]
-        missing = [index for index, result in enumerate(results) if result is None]
-
-        def finished(out):
-            # A finished batch is a list of results; anything else is joblib's wrapped exception.
-            try:
-                if isinstance(out, list):
-                    for index, result in zip(missing, out, strict=True):
-                        if checkpoint:
-                            checkpoint.put(keys[index], result)
-                        results[index] = result
-                    out = results
-                    if progress:
-                        # Fits, not tasks: a shared forest's task answers several.
-                        progress.advance(sum(len(result) if isinstance(result, list) else 1 for result in results))
-            except Exception as error:  # joblib raises it; without a callback it would wait forever
-                out = error
-            callback(out)
-
-        if not missing:
-            # joblib waits for the callback, from the event loop's thread as for a real batch.
-            done = concurrent.futures.Future()
-            done.get = done.result  # joblib's AsyncResult API, as the parent's futures
-            done.set_result(results)
-            self.client.loop.add_callback(finished, [])  # no result to add: every one is known
-            return done
-        remaining = func if len(missing) == len(keys) else SimpleNamespace(items=[func.items[index] for index in missing])
-        return super().submit(remaining, finished)
 
 
 Search = GridSearchCV | HalvingGridSearchCV
@@ -131,148 +65,6 @@ class SearchOutcome:
     resumed_fit_seconds: float = 0.0
     # What the exhaustive search's shared forests saved (ForestGridSearchCV); None for other searches.
     shared_trees: SharedTrees | None = None
-
-
-class PausedWatchdog:
-    """Ends a search that can't go on: every worker paused at its memory limit for PATIENCE seconds.
-
-    Dask pauses a worker at 80% of its memory limit and resumes it when memory falls. Memory
-    held outside Dask's data (a fit's arrays, a deserialized frame) does not fall: with every
-    worker paused, no task ever starts again and the search would wait forever. The watchdog
-    polls the scheduler from a thread and interrupts the search when that lasts, and again every
-    RESEND_INTERVALS polls until the search has caught it (`stop`): Python drops a KeyboardInterrupt
-    that lands in a gc callback or a `__del__` (skfleet/interrupts.py), and a search whose one
-    interrupt was dropped waited for ever.
-    """
-
-    RESEND_INTERVALS = 2
-
-    def __init__(self, client: Client, patience: float, interval: float = 1.0) -> None:
-        self.client = client
-        self.patience = patience
-        self.interval = interval
-        self.reason: str | None = None
-        self._stop = threading.Event()
-        self._sending = threading.Lock()  # held while interrupting: none is sent once `stop` returns
-        self._thread = threading.Thread(target=self._watch, name="skfleet-paused-watchdog", daemon=True)
-        self._interruptible = contextlib.ExitStack()
-
-    def __enter__(self) -> PausedWatchdog:
-        if self.patience > 0:
-            # Where SIGINT is ignored (a background job), interrupt_main would do nothing.
-            self._interruptible.enter_context(interruptible())
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-        if self._thread.is_alive():
-            self._thread.join()
-        self._interruptible.close()
-
-    def stop(self) -> None:
-        """Stop watching, and interrupting: the search has caught the interrupt, or ended."""
-        with self._sending:
-            self._stop.set()
-
-    def _interrupt(self) -> bool:
-        """Interrupt the main thread unless stopped; tell whether it was."""
-        with self._sending:
-            if self._stop.is_set():
-                return False
-            _thread.interrupt_main()  # joblib, waiting in the main thread, unwinds as on Ctrl-C
-            return True
-
-    def _watch(self) -> None:
-        paused_since = None
-        while not self._stop.wait(self.interval):
-            try:
-                # Bounded: a poll that never came back left the search without its watchdog.
-                workers = list(identity(self.client, timeout=POLL_TIMEOUT_S)["workers"].values())
-            except Exception as error:  # any failure (a lost scheduler is the search's own error): poll again
-                log.debug("the paused-workers watchdog could not poll the scheduler: %s", first_line(error))
-                continue
-            if not workers or any(worker.get("status") != "paused" for worker in workers):
-                paused_since = None
-                continue
-            paused_since = paused_since or time.monotonic()
-            if time.monotonic() - paused_since >= self.patience:
-                memory = [worker.get("metrics", {}).get("memory", 0) for worker in workers]
-                limits = [worker.get("memory_limit") or 0 for worker in workers]
-                self.reason = (
-                    f"all {len(workers)} workers have been paused for {self.patience:.0f} s at "
-                    f"{span(format_bytes(min(memory)), format_bytes(max(memory)))} of their "
-                    f"{span(format_bytes(min(limits)), format_bytes(max(limits)))} memory limit: Dask pauses a worker "
-                    "at 80% of its limit, and these never went back under it"
-                )
-                # Again until the search says it has caught one.
-                while self._interrupt() and not self._stop.wait(self.interval * self.RESEND_INTERVALS):
-                    pass
-                return
-
-
-class DroppedWorkers:
-    """Says, as it happens, which worker left the cluster during the search, why, and what moved.
-
-    A worker that sends no heartbeat for `distributed.scheduler.worker-ttl` (a frozen host, a
-    network that silently drops its packets) is dropped by the scheduler once its nanny has not
-    answered either (docker/dask.yaml); one whose connection breaks (a killed process) at once.
-    Either way its fits run on the other workers, with the same scores. A thread polls the
-    scheduler's worker list and, for a worker gone, reads why from the scheduler's event log.
-    (Not a subscription to the "all" topic: some of its events, replicate's, can't be sent.)
-    """
-
-    def __init__(self, client: Client, interval: float = 1.0) -> None:
-        self.client = client
-        self.interval = interval
-        self.dropped: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="skfleet-dropped-workers", daemon=True)
-
-    def __enter__(self) -> DroppedWorkers:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _watch(self) -> None:
-        known: dict[str, str] | None = None
-        while not self._stop.wait(self.interval):
-            try:
-                workers = identity(self.client)["workers"]
-                for address in sorted(set(known or ()) - set(workers)):
-                    self._report(address, known[address])
-            except (OSError, TimeoutError, RuntimeError):
-                continue  # a lost scheduler is the search's own error
-            known = {address: str(worker.get("name", address)) for address, worker in workers.items()}
-
-    def _report(self, address: str, name: str) -> None:
-        removed = [message for _, message in self.client.get_events(address) if message.get("action") == "remove-worker"]
-        if removed and removed[-1].get("expected"):
-            return  # retired on purpose (ops.sh retire-worker, scale): its data moved first
-        silent = [
-            message
-            for _, message in self.client.get_events("scheduler")
-            if message.get("action") == "worker-ttl-timed-out" and address in message.get("workers", ())
-        ]
-        if silent:
-            why = (
-                f"it sent no heartbeat for {silent[-1]['ttl']:.0f} s and its nanny did not answer either "
-                "(a frozen host, or a network that drops its packets; distributed.scheduler.worker-ttl)"
-            )
-        else:
-            why = "its connection to the scheduler broke (its process died, its host went away, or its network did)"
-        moved = len(removed[-1].get("processing-tasks", ())) if removed else 0
-        self.dropped.append(address)
-        log.warning(
-            "worker %s dropped by the scheduler: %s; its %d running tasks move to the other workers, "
-            "the scores stay those of an undisturbed run",
-            f"{name} ({address})" if name != address else address,
-            why,
-            moved,
-        )
 
 
 def grid_search(
@@ -463,162 +255,9 @@ def run(
     )
 
 
-def fit_again_after_lost_data(
-    search: Search,
-    X: pd.DataFrame,  # noqa: N803
-    y: pd.Series,
-    client: Client,
-    checkpoint: FitCheckpoint | None,
-) -> None:
-    """Fit SEARCH; when fits were cancelled because a dropped worker took data with it, fit it again.
-
-    The data a search scatters sits on every worker (skfleet's backend), but data scattered
-    while a worker was already silent, not yet dropped, may sit on that worker alone: dropped,
-    it takes that data with it and Dask cancels every fit that needs it. Fitting again scatters
-    the data to the workers left; the fits already done come from the checkpoint. Scores don't
-    change: every fit is seeded. The checkpoint's count of fits resumed from an earlier run is
-    kept as the first try found it.
-    """
-    first_try: tuple[int, float] | None = None
-    for attempt in range(1, LOST_DATA_RETRIES + 2):
-        try:
-            search.fit(X, y)
-            break
-        except concurrent.futures.CancelledError as error:
-            workers = _live_workers(client)
-            lost_data = any(reason in str(error) for reason in LOST_DATA_REASONS)
-            if attempt > LOST_DATA_RETRIES or not lost_data or not workers:
-                raise
-            if checkpoint is not None and first_try is None:
-                first_try = (checkpoint.reused, checkpoint.reused_seconds)
-            log.warning(
-                "fits were cancelled (%s): data went with a dropped worker; the search runs again on the %d workers "
-                "left, the fits done so far reused from the checkpoint (try %d of %d)",
-                first_line(error),
-                workers,
-                attempt + 1,
-                LOST_DATA_RETRIES + 1,
-            )
-    if checkpoint is not None and first_try is not None:
-        checkpoint.reused, checkpoint.reused_seconds = first_try
-
-
-def _live_workers(client: Client) -> int:
-    try:
-        return len(identity(client)["workers"]) if client.status == "running" else 0
-    except (OSError, TimeoutError, RuntimeError):
-        return 0
-
-
 def shared_trees_plan(search: Search) -> int | None:
     """Give how many forests a ForestGridSearchCV will fit, or None when it fits every candidate on its own."""
     if not isinstance(search, ForestGridSearchCV):
         return None
     per_fold = search.forests_per_fold()
     return None if per_fold is None else per_fold * search.cv
-
-
-@dataclass(frozen=True)
-class GridEdge:
-    """A parameter of the best candidate at the largest or smallest value the grid tried, with accepted values beyond."""
-
-    param: str
-    value: int | float
-    side: str  # "largest" or "smallest"
-    beyond: tuple[int | float, ...]  # the next values past the edge, in the grid's step, that the estimator accepts
-
-    def describe(self) -> str:
-        """Give one line: "max_depth=10 is the largest value tried: the best may lie beyond (try 12, 14, 16)"."""
-        name = self.param.split("__")[-1]
-        values = ", ".join(f"{value:g}" for value in self.beyond)
-        return f"{name}={self.value:g} is the {self.side} value tried: the best may lie beyond (try {values})"
-
-
-def grid_edges(search: Search, steps: int = 3) -> list[GridEdge]:
-    """Give the best candidate's numeric parameters on an edge of the grid with values beyond it the estimator accepts.
-
-    Up to STEPS values past the edge, in the grid's last step, are offered.
-    A value the grid holds as None (max_depth=None: unbounded) lies past every number, so the
-    largest number is then no edge.
-    """
-    grids = search.param_grid if isinstance(search.param_grid, list) else [search.param_grid]
-    edges = []
-    for param, best in search.best_params_.items():
-        tried = [value for grid in grids for value in grid.get(param, [])]
-        values = sorted({value for value in tried if _is_number(value)})
-        if not _is_number(best) or len(values) < 2 or best not in (values[0], values[-1]):
-            continue
-        if best == values[-1]:
-            if None in tried:
-                continue
-            side, step = "largest", values[-1] - values[-2]
-        else:
-            side, step = "smallest", values[0] - values[1]
-        accepted = _accepted(search.estimator, param, [best + step * index for index in range(1, steps + 1)])
-        if not accepted and isinstance(best, numbers.Integral) and abs(step) > 1:
-            # The grid's step overshoots a bound (min_samples_leaf=5 in steps of 5): step by one.
-            accepted = _accepted(
-                search.estimator, param, [best + (1 if step > 0 else -1) * index for index in range(1, steps + 1)]
-            )
-        if accepted:
-            edges.append(GridEdge(param, best, side, accepted))
-    return edges
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _accepted(estimator: Any, param: str, values: list[Any]) -> tuple[Any, ...]:
-    """Give those of VALUES that ESTIMATOR accepts for PARAM."""
-    return tuple(value for value in values if _accepts(estimator, param, value))
-
-
-def _accepts(estimator: Any, param: str, value: Any) -> bool:
-    """Say whether ESTIMATOR's step that owns PARAM accepts VALUE (scikit-learn's parameter constraints)."""
-    configured = clone(estimator).set_params(**{param: value})
-    owner = configured.get_params()[param.rsplit("__", 1)[0]] if "__" in param else configured
-    try:
-        owner._validate_params()
-    except (InvalidParameterError, ValueError, TypeError):
-        return False
-    return True
-
-
-def memory_limit(client: Client) -> str:
-    """Give the workers' memory limit in words: "4.00 GiB", "1.00 GiB to 4.00 GiB" or "no"."""
-    limits = sorted({worker.get("memory_limit") or 0 for worker in identity(client)["workers"].values()})
-    if not limits or not limits[-1]:
-        return "no"
-    return span(format_bytes(limits[0]), format_bytes(limits[-1]))
-
-
-def span(low: str, high: str) -> str:
-    """Give "low to high", or one value when both are the same."""
-    return low if low == high else f"{low} to {high}"
-
-
-def lost_fits_error(error: BaseException, client: Client, *, since: float, memory_limit: str) -> ClusterError:
-    """Give the error that explains why fits were lost: the scheduler, memory, or a worker that kept dying."""
-    summary = f"{type(error).__name__}: {first_line(error)}"
-    lost = ClusterError(f"lost the cluster during the search: {summary}")
-    if client.status != "running" or "scheduler-connection-lost" in str(error):
-        return lost
-    try:
-        # The nannies' record of each worker restarted for exceeding its memory limit.
-        restarts = [event for stamp, event in client.get_events("worker-restart-memory") if stamp >= since]
-    except (OSError, TimeoutError):
-        return lost
-    if restarts:
-        times = "once" if len(restarts) == 1 else f"{len(restarts)} times"
-        peak = format_bytes(max(event.get("rss", 0) for event in restarts))
-        return ClusterError(
-            f"the fits need more memory than a worker has: Dask restarted a worker {times} for going over 95% of its "
-            f"{memory_limit} memory limit (at {peak}), and the search could not finish. Fix: {MEMORY_FIX}"
-        )
-    if isinstance(error, KilledWorker):
-        return ClusterError(
-            f"a fit killed the worker running it each time it was tried ({summary}); workers have {memory_limit} "
-            f"memory limit. If the kernel's OOM killer stopped them, {MEMORY_FIX}"
-        )
-    return ClusterError(f"lost fits during the search: {summary}")

@@ -36,12 +36,11 @@ from urllib.parse import urlsplit
 import dask.config
 
 from skfleet.errors import InputError, TrackingError, first_line
+from skfleet.results import CV_RESULTS_FILE, MODEL_FILE, RESULTS_FILE, Results
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
-
-    from skfleet.results import Results
 
 TRACKING_KEY = "skfleet.tracking"
 RUN_TAG = "skfleet.run_id"
@@ -282,9 +281,10 @@ class Tracker:
         import mlflow
         import mlflow.sklearn
 
-        from skfleet import results as run_files
+        # Here: skops (and scikit-learn's model classes) load when a model is uploaded, not with the CLI's options.
+        from skfleet import run_files
 
-        model = run_files.load_model(folder / run_files.MODEL_FILE)
+        model = run_files.load_model(folder / MODEL_FILE)
         with _global_tracking_uri(self.where.uri), mlflow.start_run(run_id=run_id):
             mlflow.sklearn.log_model(
                 model,
@@ -330,11 +330,9 @@ def run_tags(results: Results) -> dict[str, str]:
 
 def candidates(folder: Path) -> Iterator[tuple[dict[str, str], dict[str, float]]]:
     """Give each row of FOLDER's cv_results.csv: the candidate's parameters, and its scores and times."""
-    import pandas as pd
+    import pandas as pd  # here: pandas loads when the candidates are read, not with the CLI's options
 
-    from skfleet import results as run_files
-
-    path = folder / run_files.CV_RESULTS_FILE
+    path = folder / CV_RESULTS_FILE
     try:
         table = pd.read_csv(path)
         rows = [(json.loads(row["params"]), row) for _, row in table.iterrows()]
@@ -418,9 +416,7 @@ def main(arguments: Sequence[str]) -> int:
     cli.add_argument("folder", type=Path, metavar="RUN_FOLDER", help="a run folder the trainer wrote")
     add_options(cli, trainer=False)
     args = cli.parse_args(list(arguments))
-    from skfleet.results import Results
-
-    if not (args.folder / "results.json").is_file():
+    if not (args.folder / RESULTS_FILE).is_file():
         raise InputError(f"{args.folder}: not a run folder (no results.json)")
     results = Results.read(args.folder)
     where = target(args.tracking_uri, args.experiment)

@@ -24,7 +24,9 @@ from pathlib import Path
 
 try:
     from skfleet_ops import tasks
-    from skfleet_ops.targets import Fleet, Local, OpsError
+    from skfleet_ops.fleet import Fleet
+    from skfleet_ops.local import Local
+    from skfleet_ops.target import OpsError
 except ModuleNotFoundError as missing:  # a client install, without the ops extra
     sys.exit(
         f"error: skfleet-ops needs {missing.name}, which this install lacks: "

@@ -16,9 +16,9 @@ from typing import Any
 
 from dask.utils import format_bytes, format_time
 
-from skfleet.cluster import CHECKED_PACKAGES, WORKER_FIX, VersionReport, package_versions
 from skfleet.text import table
-from skfleet_ops.targets import ROOT, OpsError, Target, WorkerContainer, sigterm_as_interrupt
+from skfleet.versions import CHECKED_PACKAGES, WORKER_FIX, VersionReport, package_versions
+from skfleet_ops.target import ROOT, OpsError, Target, WorkerContainer, sigterm_as_interrupt
 
 PROBE = (Path(__file__).parent / "probe.py").read_text()
 RETIRE = ROOT / "ansible" / "roles" / "dask_worker" / "files" / "retire_workers.py"

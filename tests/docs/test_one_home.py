@@ -53,7 +53,7 @@ def test_ansible_and_ops_count_all_workers_alike(tmp_path: Path) -> None:
     # "Every worker": the trainer role waits for as many as ops.sh expects, each resolved by its own tool
     # (Ansible's templating for the role's default, ops' reading of the inventory), on an inventory whose
     # hosts run 3, 2 and the default number of worker processes.
-    from skfleet_ops.targets import Fleet
+    from skfleet_ops.fleet import Fleet
 
     inventory = tmp_path / "hosts.yml"
     workers = {"w1": {"dask_worker_nworkers": 3}, "w2": {"dask_worker_nworkers": "2"}, "w3": {}}
@@ -123,7 +123,8 @@ def test_the_benchmarks_targets_are_the_ones_the_docs_state() -> None:
 def test_ops_reads_inventory_variables_as_ansible_renders_them(tmp_path: Path) -> None:
     # Fleet.var: the inventory's value, else the role default, rendered by Ansible's Templar: Jinja filters
     # and `groups` included; a default that needs a host's facts is refused, naming what to set.
-    from skfleet_ops.targets import Fleet, OpsError
+    from skfleet_ops.fleet import Fleet
+    from skfleet_ops.target import OpsError
 
     inventory = tmp_path / "hosts.yml"
     workers = {"w1": {"dask_worker_nworkers": 3}, "w2": {}}

@@ -26,7 +26,7 @@ def test_the_console_script_lists_the_tasks() -> None:
 
 
 def test_it_finds_the_checkout_or_is_told_where_it_is(tmp_path: Path) -> None:
-    probe = "from skfleet_ops.targets import ROOT; print(ROOT)"
+    probe = "from skfleet_ops.target import ROOT; print(ROOT)"
     python = [sys.executable, "-c", probe]
     here = subprocess.run(python, cwd=tmp_path, capture_output=True, text=True, check=True)
     assert Path(here.stdout.strip()) == ROOT  # the checkout it is installed from (pip install -e)
@@ -37,3 +37,12 @@ def test_it_finds_the_checkout_or_is_told_where_it_is(tmp_path: Path) -> None:
     # An inventory that does not exist: one line, exit 2, before anything is reached.
     missing = run_ops("-i", str(tmp_path / "absent.yml"), "status", cwd=tmp_path)
     assert missing.returncode == 2 and missing.stderr == f"error: inventory {tmp_path / 'absent.yml'} does not exist\n"
+
+
+def test_the_ops_package_loads_no_cluster_code() -> None:
+    # ops acts on the stack and the VMs through Docker, SSH and the scheduler container's own Python
+    # (probe.py runs there): this machine needs neither distributed nor the trainer's search.
+    probe = "import sys, skfleet_ops.tasks, skfleet_ops.local, skfleet_ops.fleet; "
+    probe += "print(sorted({'distributed', 'skfleet.cluster', 'skfleet.search', 'sklearn'} & set(sys.modules)))"
+    printed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert printed.stdout.strip() == "[]"

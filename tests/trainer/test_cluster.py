@@ -17,11 +17,13 @@ from dask.sizeof import sizeof
 from distributed import Client, LocalCluster, get_task_stream
 from sklearn.model_selection import GridSearchCV
 
-from skfleet import cluster, data, model, search
+from skfleet import cluster, data, guards, model, search
 from skfleet.__main__ import main
 from skfleet.config import SearchConfig
 from skfleet.errors import ClusterError, VersionMismatchError
-from skfleet.results import Results, load_model
+from skfleet.results import Results
+from skfleet.run_files import load_model
+from skfleet.versions import CHECKED_PACKAGES
 from tests.summary import summary, summary_value
 
 pytestmark = pytest.mark.cluster
@@ -87,7 +89,7 @@ def test_a_single_thread_cluster_still_runs_the_fits() -> None:
 
 def test_versions_match_on_an_honest_cluster(client: Client) -> None:
     versions = cluster.check_versions(client)
-    assert set(versions) == set(cluster.CHECKED_PACKAGES)
+    assert set(versions) == set(CHECKED_PACKAGES)
     import sklearn
 
     assert versions["scikit-learn"] == sklearn.__version__
@@ -278,7 +280,7 @@ def test_the_paused_watchdog_interrupts_again_until_the_search_has_caught_it() -
         dask.config.set({"distributed.worker.memory.pause": 0.01}),
         LocalCluster(n_workers=2, threads_per_worker=1, processes=False, memory_limit="1GiB", dashboard_address=":0") as paused,
         Client(paused) as client,
-        search.PausedWatchdog(client, patience=1, interval=0.2) as watchdog,
+        guards.PausedWatchdog(client, patience=1, interval=0.2) as watchdog,
     ):
         interrupts, deadline = 0, time.monotonic() + 60
         while interrupts < 2:
@@ -355,7 +357,7 @@ def test_the_worker_list_is_asked_for_not_read_from_a_cache_that_loses_every_wor
     # every worker gone, while none left.
     with dask.config.set({"distributed.client.scheduler-info-interval": "2ms"}), Client(local_cluster) as client:
         seen = {len(cluster.identity(client)["workers"]) for _ in range(200)}
-        with search.DroppedWorkers(client, interval=0.005) as watch:
+        with guards.DroppedWorkers(client, interval=0.005) as watch:
             time.sleep(2)
     assert seen == {2}
     assert watch.dropped == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from distributed import Client, LocalCluster
 
-from skfleet import cluster
+from skfleet import cluster, versions
 from skfleet.__main__ import main
 from tests.trainer.test_cluster import _pretend_version
 
@@ -64,20 +64,20 @@ def test_no_address_is_exit_3(capsys, monkeypatch) -> None:
 def test_a_package_the_client_lacks_is_shown_and_no_mismatch() -> None:
     # A client install has no pandas: nothing of it crosses from the client. The workers lacking one is a mismatch.
     cluster_side = {"python": "3.11", "pandas": "3.1.1", "numpy": "2.4.6"}
-    client_side = {"python": "3.11", "pandas": cluster.MISSING, "numpy": "2.4.6"}
-    report = cluster.VersionReport(client=client_side, scheduler=cluster_side, workers={"tcp://a:1": cluster_side})
+    client_side = {"python": "3.11", "pandas": versions.MISSING, "numpy": "2.4.6"}
+    report = versions.VersionReport(client=client_side, scheduler=cluster_side, workers={"tcp://a:1": cluster_side})
     assert report.mismatches() == {} and report.problems() == []
-    odd = cluster.VersionReport(
-        client=cluster_side, scheduler=cluster_side, workers={"tcp://a:1": {**cluster_side, "numpy": cluster.MISSING}}
+    odd = versions.VersionReport(
+        client=cluster_side, scheduler=cluster_side, workers={"tcp://a:1": {**cluster_side, "numpy": versions.MISSING}}
     )
     assert odd.problems() == [
-        ("numpy: client 2.4.6 vs worker tcp://a:1 missing", [f"fix (workers): {cluster.WORKER_FIX}"]),
+        ("numpy: client 2.4.6 vs worker tcp://a:1 missing", [f"fix (workers): {versions.WORKER_FIX}"]),
     ]
 
 
 def test_many_drifted_workers_are_counted_not_listed() -> None:
     ours = {"python": "3.11", "joblib": "1.6.0"}
     workers = {f"tcp://w{index}:1": {"python": "3.11", "joblib": "1.4.0"} for index in range(5)}
-    report = cluster.VersionReport(client=ours, scheduler=ours, workers=workers)
+    report = versions.VersionReport(client=ours, scheduler=ours, workers=workers)
     ((line, _),) = report.problems()
     assert line == "joblib: client 1.6.0 vs 5 workers 1.4.0 (tcp://w0:1, tcp://w1:1, +3)"

@@ -114,7 +114,7 @@ def test_the_client_install_has_no_trainer_packages_and_runs_doctor_and_the_back
     ops = subprocess.run([str(client_venv / "bin" / "skfleet-ops"), "status"], **elsewhere)
     assert ops.returncode == 1
     assert re.fullmatch(
-        r"error: skfleet-ops needs (docker|fabric), which this install lacks: pip install -r ansible/requirements\.txt "
+        r"error: skfleet-ops needs (ansible|docker|fabric), which this install lacks: pip install -r ansible/requirements\.txt "
         r"\(the controller's pins\), or pip install '\.\[ops\]'\n",
         ops.stderr,
     ), ops.stderr

@@ -7,6 +7,7 @@ The last tests render the page in a real browser, headless Chromium (Debian's
 from __future__ import annotations
 
 import base64
+import html
 import os
 import re
 import shutil
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from skfleet import data, evaluate, figures, model, report, results, search
+from skfleet import data, evaluate, figures, model, record, report, results, search
 from skfleet.cluster import ClusterInfo
 from skfleet.config import SearchConfig
 from tests.browser import console_messages, render_in_chromium
@@ -80,11 +81,11 @@ def fitted_run(output: Path, grid: dict[str, list[Any]], *, rows: int = 1500) ->
         local=False,
         versions={"python": "3.11", "scikit-learn": "1.9.1"},
     )
-    ran = results.Results.of_run(
+    ran = record.record(
         run_id=results.new_run_id(),
         dataset=dataset,
         outcome=outcome,
-        evaluation=evaluate.evaluate(predictions),
+        evaluation=evaluate.evaluate(predictions, config.scoring),
         cluster=cluster_info,
         n_train_rows=len(X_train),
         n_test_rows=len(X_test),
@@ -277,10 +278,14 @@ def test_heatmap_axes_prefer_the_widest_parameters_then_the_default_grid() -> No
 
 def test_the_majority_baseline_is_scored_with_the_searchs_scorer(run: Run) -> None:
     predictions = run.predictions
-    assert report.majority_baseline_score("accuracy", predictions) == pytest.approx(run.results.baseline_accuracy)
-    assert report.majority_baseline_score("roc_auc", predictions) == pytest.approx(0.5)
+    # Scored once, kept in results.json; the page and the figures read it from there.
+    baseline = evaluate.majority_baseline_score(run.results.scoring, predictions)
+    assert results.Results.read(run.folder).baseline_score == run.results.baseline_score == baseline
+    assert f"{baseline:.4f} (the majority class's {run.results.scoring} on the test set)" in html.unescape(run.page())
+    assert evaluate.majority_baseline_score("accuracy", predictions) == pytest.approx(run.results.baseline_accuracy)
+    assert evaluate.majority_baseline_score("roc_auc", predictions) == pytest.approx(0.5)
     single_class = replace(predictions, truth=np.zeros_like(predictions.truth))
-    assert report.majority_baseline_score("roc_auc", single_class) is None
+    assert evaluate.majority_baseline_score("roc_auc", single_class) is None
 
 
 # ---------------------------------------------------------------------------- the registry

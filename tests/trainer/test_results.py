@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +52,30 @@ def test_results_json_missing_a_key_is_refused_by_name(tmp_path: Path) -> None:
         results.Results.read(tmp_path / "results.json")
     with pytest.raises(InputError, match="cannot read results"):
         results.Results.read(tmp_path / "absent.json")
+
+
+def test_reading_a_run_folder_loads_no_cluster_code() -> None:
+    # A pure record: `skfleet track`, ops and a notebook read results.json without distributed, the search or the data.
+    runtime = ("distributed", "skfleet.cluster", "skfleet.backend", "skfleet.search", "skfleet.data", "sklearn", "pandas")
+    probe = f"import sys, skfleet, skfleet.results; print(sorted(set({runtime!r}) & set(sys.modules)))"
+    printed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert printed.stdout.strip() == "[]"
+
+
+def a_results(**changes: object) -> results.Results:
+    """Give a Results with a value of the right type in every field."""
+    values = {
+        field.name: {"float": 0.5, "int": 1, "str": "x", "bool": False}.get(str(field.type).split(" |")[0])
+        for field in dataclasses.fields(results.Results)
+    }
+    return dataclasses.replace(results.Results(**values), **changes)
+
+
+def test_results_json_reads_back_as_written_and_one_from_before_the_baseline_score_still_reads(tmp_path: Path) -> None:
+    written = a_results(run_id="r", baseline_score=0.25, grid_edges=[], rounds=[{"candidates": 4, "rows": 10}])
+    written.write(tmp_path)
+    assert results.Results.read(tmp_path) == written
+    older = json.loads((tmp_path / "results.json").read_text())
+    del older["baseline_score"]
+    (tmp_path / "results.json").write_text(json.dumps(older))
+    assert results.Results.read(tmp_path) == dataclasses.replace(written, baseline_score=None)

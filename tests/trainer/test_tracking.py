@@ -21,7 +21,8 @@ import pytest
 
 from skfleet import data
 from skfleet.model import feature_matrix
-from skfleet.results import Results, load_model
+from skfleet.results import Results
+from skfleet.run_files import load_model
 from skfleet.tracking import CANDIDATE_TAG, PARENT_TAG, RUN_TAG, Target, Tracker, target
 from tests.summary import summary_value
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from sklearn.pipeline import Pipeline
 
 from skfleet import data, model, search
 from skfleet.config import CLASSIFIER_STEP, HALVING_FACTOR, SearchConfig
+from skfleet.poller import Poller
 
 PATHS = ("serial", "loky", "loky-shared", "dask", "dask-unshared", "dask-threads", "compose", "demo", "halving")
 DEFAULT_PATHS = ("serial", "loky", "loky-shared", "dask", "dask-unshared", "halving")
@@ -56,27 +56,21 @@ class Measurement:
     shared: str | None = None  # what ForestGridSearchCV shared, in words
 
 
-class PeakMemory:
-    """Sample the resident memory of this process's children (or of this process) until stopped."""
+class PeakMemory(Poller):
+    """Sample the resident memory of this process's children (or of this process) until the block ends."""
+
+    thread_name = "skfleet-bench-peak-memory"
 
     def __init__(self, own: bool = False) -> None:
-        self.own, self.peaks, self._stop = own, {}, threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
+        super().__init__(SAMPLE_INTERVAL_S)
+        self.own, self.peaks = own, {}
+        self._me = psutil.Process()
 
-    def _sample(self) -> None:
-        me = psutil.Process()
-        while not self._stop.wait(SAMPLE_INTERVAL_S):
-            for process in [me] if self.own else me.children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    self.peaks[process.pid] = max(self.peaks.get(process.pid, 0), process.memory_info().rss)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def poll(self) -> bool:
+        for process in [self._me] if self.own else self._me.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                self.peaks[process.pid] = max(self.peaks.get(process.pid, 0), process.memory_info().rss)
+        return True
 
     @property
     def peak(self) -> int | None:

@@ -1,66 +1,39 @@
-"""Where the ops tasks act: the local Compose stack, or the hosts of an Ansible inventory (over SSH with Fabric).
+"""The hosts of an Ansible inventory as an ops target: read with `ansible-inventory`, reached over SSH with Fabric.
 
-Both give the same verbs (the `Target` protocol): run a Python script inside the scheduler
-container; list, inspect, stop, start and remove a host's containers and read their logs;
-name the worker containers and the hosts. Local does it through the Docker SDK, Fleet with
-the `docker` CLI on each host over SSH. The tasks in `tasks.py` are written once against
-these verbs.
+Each host's `docker` CLI does what the Docker SDK does locally; the inventory's variables are
+rendered by Ansible's own Templar over the roles' defaults; `train` runs train.yml (the trainer
+role) and follows the job's log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
-import queue
 import shlex
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit
+from typing import Any
 
-import docker.errors
-import requests
 import yaml
 from ansible.errors import AnsibleError
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
-from docker.models.containers import Container
 from fabric import Connection
 from invoke.exceptions import ThreadException
 
-from skfleet.interrupts import Interrupts
+from skfleet_ops.target import ROOT, Dashboard, Done, OpsError, WorkerContainer, run_command, scale_refused, sigterm_as_interrupt
 
-
-def project_root() -> Path:
-    """Give the skfleet checkout the tasks act on: its compose.yaml, ansible/ and docs are theirs.
-
-    SKFLEET_ROOT when set; else the checkout this package is installed from (pip install -e,
-    scripts/ops.sh); else the nearest folder at or above the working directory that holds one.
-    """
-    if os.environ.get("SKFLEET_ROOT"):
-        return Path(os.environ["SKFLEET_ROOT"]).resolve()
-    source = Path(__file__).resolve().parents[2]  # scripts/ops/ of a checkout
-    working = Path.cwd().resolve()
-    for folder in (source, working, *working.parents):
-        if (folder / "compose.yaml").is_file() and (folder / "ansible" / "site.yml").is_file():
-            return folder
-    return working
-
-
-ROOT = project_root()
 ROLES = ROOT / "ansible" / "roles"
-LOCAL_HOST = "localhost"
-# Each call to the local Docker engine's API; a command run in a container has a limit of its own.
-ENGINE_TIMEOUT_S = 120
 # The log bundle's listing of a host's skfleet containers: `docker ps --format` on a VM, the same columns locally.
 LISTING_FORMAT = "{{.Names}}\t{{.Status}}\t{{.Image}}"
 # How long `train` keeps following the job's log once the playbook has ended.
@@ -71,347 +44,6 @@ STOP_GRACE_S = 30
 PLAY_STOP_S = 30
 # What a forwarded connection raises when its client goes away mid-way: that connection's end, not the tunnel's.
 CLIENT_DROPPED = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
-
-Result = TypeVar("Result")
-
-
-class OpsError(Exception):
-    """A task cannot go on; the message says why (and what to do)."""
-
-
-@dataclass(frozen=True)
-class Done:
-    """A finished command: its exit code and output."""
-
-    code: int
-    stdout: str
-    stderr: str
-
-    def check(self, what: str) -> Done:
-        """Give self, or raise OpsError naming WHAT and the command's last error line."""
-        if self.code != 0:
-            detail = (self.stderr.strip() or self.stdout.strip()).splitlines()
-            raise OpsError(f"{what} failed (exit {self.code}): {detail[-1] if detail else 'no output'}")
-        return self
-
-
-@dataclass(frozen=True)
-class Dashboard:
-    """The scheduler's dashboard as this machine reaches it."""
-
-    url: str
-    route: str  # how: published by the local stack, or through which SSH host
-    held: bool  # True: an SSH tunnel, open only while the task runs
-
-
-@dataclass(frozen=True)
-class WorkerContainer:
-    """A worker's container: on which host, under which name, at which address."""
-
-    host: str
-    container: str
-    address: str  # the address its Dask processes advertise (the host part of their Dask address)
-
-
-class Target(Protocol):
-    """The verbs every task is written against; Local and Fleet each implement them."""
-
-    @property
-    def name(self) -> str: ...
-
-    def scheduler_container(self) -> tuple[str, str]:
-        """Give the scheduler container's host and name; raise OpsError when it is not running."""
-        ...
-
-    def close(self) -> None:
-        """Release what the target holds open (SSH connections), once the task is done."""
-        ...
-
-    def scheduler_python(self, script: str, *args: str, timeout: float = 120) -> Done:
-        """Give the exit code and output of `python -c SCRIPT ARGS` run in the scheduler container."""
-        ...
-
-    def hosts(self) -> list[str]: ...
-
-    def expected_workers(self) -> int: ...
-
-    def worker_container(self, name: str, workers: dict[str, Any]) -> WorkerContainer: ...
-
-    def worker_names(self, workers: dict[str, Any]) -> dict[str, str]: ...
-
-    def missing_workers(self, workers: dict[str, Any]) -> list[str]:
-        """Name each worker container (VMs: host) whose workers have not all joined, why if known, and what to run."""
-        ...
-
-    def log_containers(self, host: str) -> list[str]:
-        """Give the containers of HOST whose logs the log bundle holds."""
-        ...
-
-    def container_listing(self, host: str) -> str:
-        """Give a line per skfleet container of HOST: name, status, image (tab-separated)."""
-        ...
-
-    def container_log(self, host: str, container: str) -> str:
-        """Give a container's whole log, each line timestamped by Docker (why not, when it cannot be read)."""
-        ...
-
-    def is_running(self, host: str, container: str) -> bool: ...
-
-    def restart_policy(self, host: str, container: str) -> str:
-        """Give the name of a container's restart policy ("" when none was set)."""
-        ...
-
-    def set_restart_policy(self, host: str, container: str, policy: str) -> None: ...
-
-    def stop(self, host: str, container: str) -> None: ...
-
-    def start(self, host: str, container: str) -> None: ...
-
-    def remove(self, host: str, container: str) -> None:
-        """Remove a stopped container."""
-        ...
-
-    def retired_hint(self, host: str) -> str:
-        """Say how a retired worker of HOST comes back (or stays out)."""
-        ...
-
-    def worker_replicas(self, running: bool = False) -> list[str]:
-        """Give the worker containers in their order (the Compose service's replicas); OpsError where none scale."""
-        ...
-
-    def run_workers(self, n_workers: int) -> None:
-        """Start worker containers up to N_WORKERS (the ones running are kept)."""
-        ...
-
-    def dashboard(self, state: dict[str, Any], local_port: int) -> AbstractContextManager[Dashboard]:
-        """Open the way from 127.0.0.1 to the dashboard of the scheduler STATE describes, for the `with` block."""
-        ...
-
-    def tracking(self, local_port: int | None) -> AbstractContextManager[Dashboard | None]:
-        """Open the way from 127.0.0.1 (LOCAL_PORT, else the server's own) to the MLflow tracking server's UI; None: none runs."""
-        ...
-
-    def train(self, args: list[str], fetch_dir: Path | None) -> int:
-        """Run the trainer with ARGS against the cluster, streaming its progress; give its exit code."""
-        ...
-
-
-def scale_refused() -> OpsError:
-    return OpsError("scale works on the local stack; across VMs, edit the inventory and run scale.yml")
-
-
-class Local:
-    """The Compose stack of this checkout: `docker compose` from the repository root (honouring .env), the Docker SDK."""
-
-    name = "the local Compose stack"
-
-    def close(self) -> None:
-        """Nothing to release: each call to the engine stands alone."""
-
-    def compose(self, *args: str, capture: bool = True, timeout: float = 600) -> Done:
-        # The SDK has no Compose: the CLI plugin it is.
-        return _run(["docker", "compose", *args], capture=capture, timeout=timeout)
-
-    @cached_property
-    def engine(self) -> docker.DockerClient:
-        """Give the client of the local Docker engine (DOCKER_HOST and the like honoured), made once."""
-        try:
-            return docker.from_env(timeout=ENGINE_TIMEOUT_S)
-        except docker.errors.DockerException as error:
-            raise OpsError(f"cannot reach the Docker engine: {error} (is it running? scripts/install-docker.sh)") from None
-
-    @cached_property
-    def project(self) -> str:
-        config = self.compose("config", "--format", "json").check("docker compose config")
-        return json.loads(config.stdout)["name"]
-
-    def containers(self, service: str | None = None) -> list[dict[str, str]]:
-        """Give the project's containers (running or not) as name, service, state, number and one-off flag."""
-        # config-hash: set on the containers Compose creates, never on images. Images Compose built carry
-        # its project and service labels, and hand them to any container started from them.
-        project = {"label": [f"com.docker.compose.project={self.project}", "com.docker.compose.config-hash"]}
-        # sparse: the listing's own fields (labels, state), without inspecting each container.
-        listing = self._call("docker ps", lambda: self.engine.containers.list(all=True, filters=project, sparse=True))
-        found = []
-        for container in listing:
-            labels = container.attrs.get("Labels") or {}
-            entry = {
-                "name": _listed_name(container),
-                "state": container.attrs.get("State", ""),
-                "service": labels.get("com.docker.compose.service", ""),
-                "number": labels.get("com.docker.compose.container-number", ""),
-                "oneoff": labels.get("com.docker.compose.oneoff", ""),
-            }
-            if service is None or entry["service"] == service:
-                found.append(entry)
-        return found
-
-    def scheduler_container(self) -> tuple[str, str]:
-        running = [c["name"] for c in self.containers("scheduler") if c["state"] == "running"]
-        if not running:
-            raise OpsError(f"the scheduler container of project {self.project} is not running: docker compose up --detach")
-        return LOCAL_HOST, running[0]
-
-    def scheduler_python(self, script: str, *args: str, timeout: float = 120) -> Done:
-        _, name = self.scheduler_container()
-        return self._execute(self._container(name), ["python", "-c", script, *args], timeout=timeout)
-
-    def hosts(self) -> list[str]:
-        return [LOCAL_HOST]
-
-    def expected_workers(self) -> int:
-        """Give the worker processes Compose runs: one per worker container (running or meant to)."""
-        return len([c for c in self.containers("worker") if c["oneoff"] != "True"])
-
-    def network_addresses(self) -> dict[str, str]:
-        """Give each container on the project's networks by its IP address."""
-        project = {"label": f"com.docker.compose.project={self.project}"}
-        # greedy: each network inspected, for its containers (the listing leaves them out).
-        networks = self._call("docker network inspect", lambda: self.engine.networks.list(filters=project, greedy=True))
-        addresses = {}
-        for network in networks:
-            for entry in (network.attrs.get("Containers") or {}).values():
-                addresses[entry["IPv4Address"].split("/")[0]] = entry["Name"]
-        return addresses
-
-    def worker_container(self, name: str, workers: dict[str, Any]) -> WorkerContainer:
-        """Give the worker container NAME (a container name, or a worker number of the Compose service)."""
-        if name.isdigit():
-            numbered = [c["name"] for c in self.containers("worker") if c["number"] == name and c["oneoff"] != "True"]
-            if not numbered:
-                raise OpsError(f"no worker container number {name} in project {self.project}")
-            name = numbered[0]
-        by_name = {container: address for address, container in self.network_addresses().items()}
-        if name not in by_name:
-            known = sorted(self.worker_names(workers).values())
-            raise OpsError(f"no container {name!r} on the stack's network; workers: {', '.join(known) or 'none'}")
-        # The address its workers advertise, which may not be the container's (a bad --contact-address).
-        hosts = {worker["host"] for worker in workers.values() if by_name[name] in (worker["host"], _host(worker.get("nanny")))}
-        return WorkerContainer(LOCAL_HOST, name, hosts.pop() if hosts else by_name[name])
-
-    def worker_names(self, workers: dict[str, Any]) -> dict[str, str]:
-        """Give a readable name for each worker address: its container."""
-        addresses = self.network_addresses()
-        return {
-            address: addresses.get(worker["host"]) or addresses.get(_host(worker.get("nanny"))) or worker["name"]
-            for address, worker in workers.items()
-        }
-
-    def missing_workers(self, workers: dict[str, Any]) -> list[str]:
-        joined = set(self.worker_names(workers).values())
-        missing = []
-        for container in self.containers("worker"):
-            if container["oneoff"] == "True" or container["name"] in joined:
-                continue
-            name = container["name"]
-            if container["state"] == "running":
-                missing.append(f"{name} runs but no worker of it joined: its log says why (docker logs {name})")
-            elif container["state"] == "paused":
-                missing.append(f"{name} is paused (frozen by docker pause): docker unpause {name}")
-            else:
-                missing.append(f"{name} is {container['state']}: docker compose up --detach worker (its log: docker logs {name})")
-        return missing
-
-    def log_containers(self, host: str) -> list[str]:
-        return [c["name"] for c in self.containers()]
-
-    def container_listing(self, host: str) -> str:
-        skfleet = {"name": "^skfleet"}
-        listing = self._call("docker ps", lambda: self.engine.containers.list(all=True, filters=skfleet, sparse=True))
-        return "".join(f"{_listed_name(c)}\t{c.attrs.get('Status', '')}\t{c.attrs.get('Image', '')}\n" for c in listing)
-
-    def container_log(self, host: str, container: str) -> str:
-        try:
-            found = self._container(container)
-            # One stream, stdout and stderr as they came, timestamped as on the VMs (where the two come apart).
-            log = self._call(f"docker logs {container}", lambda: found.logs(timestamps=True))
-        except OpsError as error:  # gone since it was listed: say so in its place, as `docker logs` would
-            return f"{error}\n"
-        return log.decode(errors="replace")
-
-    def is_running(self, host: str, container: str) -> bool:
-        return bool(self._container(container).attrs["State"]["Running"])
-
-    def restart_policy(self, host: str, container: str) -> str:
-        return self._container(container).attrs["HostConfig"]["RestartPolicy"]["Name"]
-
-    def set_restart_policy(self, host: str, container: str, policy: str) -> None:
-        found = self._container(container)
-        self._call(f"docker update --restart={policy} {container}", lambda: found.update(restart_policy={"Name": policy}))
-
-    def stop(self, host: str, container: str) -> None:
-        found = self._container(container)
-        # No timeout given: the container's own stop grace period, as `docker stop` (the SDK waits 10 s more than that).
-        self._call(f"docker stop {container}", found.stop)
-
-    def start(self, host: str, container: str) -> None:
-        found = self._container(container)
-        self._call(f"docker start {container}", found.start)
-
-    def remove(self, host: str, container: str) -> None:
-        found = self._container(container)
-        self._call(f"docker rm {container}", found.remove)
-
-    def retired_hint(self, host: str) -> str:
-        return "scripts/ops.sh scale N (or docker compose up) starts workers again"
-
-    def worker_replicas(self, running: bool = False) -> list[str]:
-        replicas = [c for c in self.containers("worker") if c["oneoff"] != "True" and (not running or c["state"] == "running")]
-        return [c["name"] for c in sorted(replicas, key=lambda c: int(c["number"] or 0))]
-
-    def run_workers(self, n_workers: int) -> None:
-        self.compose("up", "--detach", "--wait", "--no-recreate", "--scale", f"worker={n_workers}", "worker").check(
-            f"docker compose up --scale worker={n_workers}"
-        )
-
-    @contextmanager
-    def dashboard(self, state: dict[str, Any], local_port: int) -> Iterator[Dashboard]:
-        published = self.compose("port", "scheduler", "8787").check("docker compose port scheduler 8787").stdout.strip()
-        yield Dashboard(f"http://{published}/status", "the local stack publishes it on 127.0.0.1; no tunnel needed", False)
-
-    @contextmanager
-    def tracking(self, local_port: int | None) -> Iterator[Dashboard | None]:
-        published = self.compose("port", "tracking", "5000").stdout.strip()  # nothing: the profile is off
-        how = "the local stack's profile tracking publishes it on 127.0.0.1; no tunnel needed"
-        yield Dashboard(f"http://{published}/", how, False) if published else None
-
-    def train(self, args: list[str], fetch_dir: Path | None) -> int:
-        """`docker compose run` the trainer service: its run folder lands in the stack's output folder."""
-        return self.compose("run", "--rm", "trainer", *args, capture=False, timeout=24 * 3600).code
-
-    def _container(self, name: str) -> Container:
-        return self._call(f"docker inspect {name}", lambda: self.engine.containers.get(name))
-
-    def _call(self, what: str, call: Callable[[], Result]) -> Result:
-        """Give CALL's result; raise OpsError naming WHAT when the engine refuses or cannot be reached."""
-        with _engine_errors(what):
-            return call()
-
-    def _execute(self, container: Container, command: list[str], timeout: float) -> Done:
-        """Give the exit code and output of COMMAND run in CONTAINER; raise OpsError after TIMEOUT seconds.
-
-        exec_run waits for the command's output with no limit (the client's timeout bounds the
-        API calls only), so it runs in a thread of its own, left behind when the time is up.
-        """
-        what = shlex.join(["docker", "exec", container.name, *command[:2]])
-        outcome: queue.SimpleQueue[Any] = queue.SimpleQueue()
-
-        def execute() -> None:
-            try:
-                with _engine_errors(what):
-                    outcome.put(container.exec_run(command, demux=True))
-            except BaseException as error:  # handed to the caller's thread
-                outcome.put(error)
-
-        threading.Thread(target=execute, name="docker-exec", daemon=True).start()
-        try:
-            result = outcome.get(timeout=timeout)
-        except queue.Empty:
-            raise OpsError(f"`{what} ...` did not finish within {timeout:.0f} s") from None
-        if isinstance(result, BaseException):
-            raise result
-        exit_code, (stdout, stderr) = result
-        return Done(exit_code, (stdout or b"").decode(errors="replace"), (stderr or b"").decode(errors="replace"))
 
 
 @dataclass
@@ -430,7 +62,7 @@ class Fleet:
     def listing(self) -> dict[str, Any]:
         command = [str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(self.inventory), "--list"]
         env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg")}
-        done = _run(command, timeout=120, env=env).check(f"ansible-inventory -i {self.inventory}")
+        done = run_command(command, timeout=120, env=env).check(f"ansible-inventory -i {self.inventory}")
         return json.loads(done.stdout)
 
     def group(self, name: str) -> list[str]:
@@ -760,50 +392,6 @@ class Fleet:
             connection.close()
 
 
-def sigterm_as_interrupt() -> Interrupts:
-    """Let SIGTERM (kill, systemd, a CI's timeout) unwind like Ctrl-C for the time of the block, and either one
-    be raised again until it does: the trainer's own handling (skfleet/interrupts.py). Raised once, Python may drop
-    it in a gc callback or a `__del__`, and `ops.sh train` then went on to the job's end (CI)."""
-    return Interrupts()
-
-
-def _run(command: list[str], capture: bool = True, timeout: float = 120, env: dict[str, str] | None = None) -> Done:
-    try:
-        # stdin: nothing; Ansible's commands refuse a non-blocking one (see Fleet.playbook).
-        result = subprocess.run(
-            command, cwd=ROOT, capture_output=capture, text=True, timeout=timeout, env=env, check=False, stdin=subprocess.DEVNULL
-        )
-    except FileNotFoundError:
-        raise OpsError(f"{command[0]} is not installed (scripts/install-docker.sh, scripts/dev-env.sh)") from None
-    except subprocess.TimeoutExpired:
-        raise OpsError(f"`{shlex.join(command[:4])} ...` did not finish within {timeout:.0f} s") from None
-    return Done(result.returncode, result.stdout or "", result.stderr or "")
-
-
-@contextmanager
-def _engine_errors(what: str) -> Iterator[None]:
-    """Turn the Docker SDK's errors (and a lost connection to the engine) into OpsError naming WHAT."""
-    try:
-        yield
-    except docker.errors.APIError as error:
-        raise OpsError(f"{what} failed: {error.explanation or error}") from None
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
-        raise OpsError(f"{what} failed: cannot reach the Docker engine ({error})") from None
-
-
-def _listed_name(container: Container) -> str:
-    """Give the name of a container of a sparse listing (which holds `Names`, not `Name`)."""
-    return container.attrs.get("Names", [""])[0].lstrip("/")
-
-
-def _host(address: str | None) -> str | None:
-    """Give the host part of a Dask address (tcp://10.0.0.5:8790 -> 10.0.0.5)."""
-    return urlsplit(address).hostname if address else None
-
-
-_DEFAULTS: dict[str, Any] = {}
-
-
 def _trusted(value: Any) -> Any:
     """Give VALUE with its strings marked as templates, as Ansible marks the inventory's and the roles' own."""
     if isinstance(value, str):
@@ -826,12 +414,13 @@ def _untagged(value: Any) -> Any:
     return value
 
 
+@functools.cache
 def _role_defaults() -> dict[str, Any]:
-    """Give every role's defaults (ansible/roles/*/defaults/main.yml), the one place they are written."""
-    if not _DEFAULTS:
-        for path in sorted(ROLES.glob("*/defaults/main.yml")):
-            _DEFAULTS.update(yaml.safe_load(path.read_text()) or {})
-    return _DEFAULTS
+    """Give every role's defaults (ansible/roles/*/defaults/main.yml), the one place they are written; read once."""
+    defaults: dict[str, Any] = {}
+    for path in sorted(ROLES.glob("*/defaults/main.yml")):
+        defaults.update(yaml.safe_load(path.read_text()) or {})
+    return defaults
 
 
 def _port_free(port: int) -> bool:

@@ -1,4 +1,4 @@
-"""skfleet.search's own logic that needs no cluster: where the best candidate sits in the grid."""
+"""skfleet.advice: where the best candidate sits in the grid, and what to try beyond its edges."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from sklearn.model_selection import GridSearchCV
 
-from skfleet import model, search
+from skfleet import advice, model, search
 from skfleet.config import SearchConfig
 
 
@@ -21,7 +21,7 @@ def searched(grid: dict[str, list[Any]], best: dict[str, Any]) -> GridSearchCV:
 def test_the_seed_grids_best_depth_on_its_largest_value_is_an_edge_to_widen_upwards() -> None:
     grid = {"classifier__n_estimators": [2, 4, 6, 8, 10], "classifier__max_depth": [2, 4, 6, 8, 10]}
     (edge, more_trees) = sorted(
-        search.grid_edges(searched(grid, {"classifier__n_estimators": 10, "classifier__max_depth": 10})), key=str
+        advice.grid_edges(searched(grid, {"classifier__n_estimators": 10, "classifier__max_depth": 10})), key=str
     )
     assert (edge.param, edge.value, edge.side, edge.beyond) == ("classifier__max_depth", 10, "largest", (12, 14, 16))
     assert edge.describe() == "max_depth=10 is the largest value tried: the best may lie beyond (try 12, 14, 16)"
@@ -51,5 +51,5 @@ def test_the_seed_grids_best_depth_on_its_largest_value_is_an_edge_to_widen_upwa
     ],
 )
 def test_edges_only_where_the_estimator_accepts_values_beyond(grid, best, expected) -> None:
-    edges = search.grid_edges(searched(grid, best))
+    edges = advice.grid_edges(searched(grid, best))
     assert [(edge.side, tuple(round(value, 9) for value in edge.beyond)) for edge in edges] == expected
