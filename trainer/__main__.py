@@ -66,11 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = arguments[0] if arguments[:1] and arguments[0] in COMMANDS else "train"
     if arguments[:1] == [command]:
         arguments = arguments[1:]
-    # distributed's own INFO lines (cluster start, worker joins) drown the trainer's.
-    logging.getLogger("distributed").setLevel(logging.WARNING)
-    # A lost scheduler is reported by the trainer itself, in one line with exit code 3;
-    # the client's reconnect traceback (logged at ERROR as it gives up) would bury it.
-    logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
+    if command != "track":  # track uploads a run folder: no cluster, no distributed
+        quiet_distributed()
     if command == "doctor":
         from skfleet import doctor
 
@@ -80,6 +77,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "track":
         return _exit_code(lambda: _trainer_module("tracking").main(arguments))
     return _exit_code(lambda: _trainer_module("cli").train_command(arguments))
+
+
+def quiet_distributed() -> None:
+    """Keep distributed's logs to what the trainer does not say itself, once distributed has set its own levels."""
+    # Its import sets its loggers' levels (Dask config distributed.logging): import it first, or they undo these.
+    import distributed  # noqa: F401
+
+    # distributed's own INFO lines (cluster start, worker joins) drown the trainer's.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    # A lost scheduler is reported by the trainer itself, in one line with exit code 3;
+    # the client's reconnect traceback (logged at ERROR as it gives up) would bury it.
+    logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
 
 
 def _trainer_module(name: str) -> ModuleType:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,6 +131,18 @@ def test_unreachable_scheduler_exits_3(output: Path, capsys, monkeypatch) -> Non
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:9")
     code, stderr = run(["--synthetic-rows", "300", "--workers-timeout", "2"], output, capsys)
     assert_clean_failure(code, stderr, output, 3, "cannot reach the Dask scheduler at tcp://127.0.0.1:9")
+
+
+def test_distributeds_logs_stay_quiet_in_a_real_process_after_distributed_sets_its_own_levels() -> None:
+    # `import skfleet` loads no distributed, so the CLI's levels must come after distributed's import sets its own:
+    # set before, the client's reconnect traceback reached stderr when a scheduler died mid-search (CI).
+    probe = "import logging, sys; from skfleet.__main__ import main; code = main(['doctor', '--timeout', '1']); "
+    probe += "print(code, 'distributed' in sys.modules, logging.getLogger('distributed').level, "
+    probe += "logging.getLogger('distributed.client').level)"
+    environment = {**{key: value for key, value in os.environ.items() if not key.startswith("DASK_")}}
+    environment["DASK_SCHEDULER_ADDRESS"] = "tcp://127.0.0.1:9"
+    done = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["3", "True", str(logging.WARNING), str(logging.CRITICAL)], done.stdout + done.stderr
 
 
 def test_output_that_is_a_file(tmp_path: Path, capsys) -> None:
