@@ -31,9 +31,11 @@ from ansible.template import Templar, trust_as_template
 from fabric import Connection
 from invoke.exceptions import ThreadException
 
-from skfleet_ops.target import ROOT, Dashboard, Done, OpsError, WorkerContainer, run_command, scale_refused, sigterm_as_interrupt
+from skfleet_ops.target import ROOT, Dashboard, Done, OpsError, WorkerContainer, run_command, sigterm_as_interrupt
 
 ROLES = ROOT / "ansible" / "roles"
+# Every Ansible command ops runs reads the project's settings (pipelining, roles_path), from any folder.
+ANSIBLE_ENV = {"ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg")}
 # The log bundle's listing of a host's skfleet containers: `docker ps --format` on a VM, the same columns locally.
 LISTING_FORMAT = "{{.Names}}\t{{.Status}}\t{{.Image}}"
 # How long `train` keeps following the job's log once the playbook has ended.
@@ -44,6 +46,10 @@ STOP_GRACE_S = 30
 PLAY_STOP_S = 30
 # What a forwarded connection raises when its client goes away mid-way: that connection's end, not the tunnel's.
 CLIENT_DROPPED = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+def scale_refused() -> OpsError:
+    return OpsError("scale works on the local stack; across VMs, edit the inventory and run scale.yml")
 
 
 @dataclass
@@ -61,7 +67,7 @@ class Fleet:
     @cached_property
     def listing(self) -> dict[str, Any]:
         command = [str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(self.inventory), "--list"]
-        env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg")}
+        env = {**os.environ, **ANSIBLE_ENV}
         done = run_command(command, timeout=120, env=env).check(f"ansible-inventory -i {self.inventory}")
         return json.loads(done.stdout)
 
@@ -382,7 +388,7 @@ class Fleet:
     def playbook(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         """Start ansible-playbook NAME on this inventory, from ansible/ with its ansible.cfg; its output is ours."""
         command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(self.inventory.resolve()), name, *args]
-        env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg")}
+        env = {**os.environ, **ANSIBLE_ENV}
         # Not our stdin: Ansible refuses to start on a non-blocking one ("Ansible requires blocking
         # IO on stdin"), as a CI job's or a supervisor's can be, and a play reads nothing from it.
         return subprocess.Popen(command, cwd=ROOT / "ansible", env=env, stdin=subprocess.DEVNULL)

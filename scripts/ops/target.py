@@ -157,10 +157,6 @@ class Target(Protocol):
         ...
 
 
-def scale_refused() -> OpsError:
-    return OpsError("scale works on the local stack; across VMs, edit the inventory and run scale.yml")
-
-
 def sigterm_as_interrupt() -> Interrupts:
     """Let SIGTERM (kill, systemd, a CI's timeout) unwind like Ctrl-C for the time of the block, and either one
     be raised again until it does: the trainer's own handling (skfleet/interrupts.py). Raised once, Python may drop
