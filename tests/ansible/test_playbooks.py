@@ -94,6 +94,18 @@ def test_a_task_on_one_vm_consumes_a_result_made_on_the_other(playbooks: Playboo
         assert (workers[vm2], [payload.key]) in fetched[workers[vm3]], fetched
 
 
+def test_vm_workers_get_their_memory_limit_from_the_launcher_compose_runs_too(playbooks: Playbooks) -> None:
+    """One launcher (docker/worker.sh): the container's 2 GiB is the kernel's wall, Dask's limit 256 MiB lower."""
+    with playbooks.client() as client:
+        limits = {worker["host"]: worker["memory_limit"] for worker in client.scheduler_info(n_workers=-1)["workers"].values()}
+    assert limits == dict.fromkeys((playbooks.fleet.vm("vm2").address, playbooks.fleet.vm("vm3").address), 2 * 2**30 - 2**28)
+    for vm in ("vm2", "vm3"):
+        inspected = playbooks.fleet.ssh(playbooks.fleet.vm(vm), "sudo docker inspect --format '{{.HostConfig.Memory}} {{.Args}}' skfleet-worker")
+        memory, arguments = inspected.stdout.split(" ", 1)
+        assert int(memory) == 2 * 2**30, inspected.stdout
+        assert "skfleet-worker" in arguments and "--memory-limit" not in arguments, inspected.stdout
+
+
 def test_plain_tcp_is_refused(playbooks: Playbooks) -> None:
     address = playbooks.scheduler.replace("tls://", "tcp://")
     with pytest.raises((OSError, TimeoutError)):
