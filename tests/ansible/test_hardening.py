@@ -50,7 +50,8 @@ def unhardened(ansible: Path) -> list[str]:
         # An update in place of a running container's one setting (the retirement's restart policy).
         updates_in_place = module.get("comparisons", {}).get("*") == "ignore" and "image" not in module
         if not (removes or updates_in_place):
-            lines.append(f"{path.relative_to(ansible)}: {module.get('name')} is not run through roles/skfleet/tasks/container.yml")
+            where = path.relative_to(ansible)
+            lines.append(f"{where}: {module.get('name')} is not run through roles/skfleet/tasks/container.yml")
     return lines
 
 

@@ -100,7 +100,8 @@ def test_vm_workers_get_their_memory_limit_from_the_launcher_compose_runs_too(pl
         limits = {worker["host"]: worker["memory_limit"] for worker in client.scheduler_info(n_workers=-1)["workers"].values()}
     assert limits == dict.fromkeys((playbooks.fleet.vm("vm2").address, playbooks.fleet.vm("vm3").address), 2 * 2**30 - 2**28)
     for vm in ("vm2", "vm3"):
-        inspected = playbooks.fleet.ssh(playbooks.fleet.vm(vm), "sudo docker inspect --format '{{.HostConfig.Memory}} {{.Args}}' skfleet-worker")
+        command = "sudo docker inspect --format '{{.HostConfig.Memory}} {{.Args}}' skfleet-worker"
+        inspected = playbooks.fleet.ssh(playbooks.fleet.vm(vm), command)
         memory, arguments = inspected.stdout.split(" ", 1)
         assert int(memory) == 2 * 2**30, inspected.stdout
         assert "skfleet-worker" in arguments and "--memory-limit" not in arguments, inspected.stdout
