@@ -1,4 +1,4 @@
-"""skfleet's training job: airline delays, a RandomForest grid search on a Dask cluster.
+"""skfleet's training job: airline delays, a random forest (or gradient boosting) grid search on a Dask cluster.
 
 Like a Dask package (dask-kubernetes, dask-cloudprovider), importing skfleet registers its Dask
 settings (trainer/skfleet.yaml) and its joblib backend, "skfleet" (skfleet/backend.py), so a

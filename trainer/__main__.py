@@ -23,7 +23,7 @@ from skfleet.errors import InputError, TrainerError
 TRAINER_EXTRA = "pip install -c docker/constraints.txt '.[trainer]'"
 # Each command's options are its own module's parser: `doctor` must parse without the trainer's packages.
 COMMANDS = {
-    "train": "train the airline-delay RandomForest grid search on the Dask cluster (the default)",
+    "train": "train the airline-delay grid search (a random forest, or gradient boosting) on the Dask cluster (the default)",
     "doctor": "check this client against a cluster: versions side by side, resources, TLS",
     "bench": "time the search's execution paths side by side, on the same cores",
     "track": "upload a finished run folder to MLflow (once: a second upload completes, never duplicates)",

@@ -38,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
     search_defaults = SearchConfig()
     cli = ArgumentParser(
         prog="python -m skfleet train",
-        description="Train the airline-delay RandomForest grid search on a Dask cluster. "
+        description="Train the airline-delay grid search (a random forest, or gradient boosting) on a Dask cluster. "
         "Uses the cluster at DASK_SCHEDULER_ADDRESS, or a local one when it is unset. "
         "`train` may be left out: python -m skfleet OPTIONS.",
         epilog="Check a cluster instead: python -m skfleet doctor [--scheduler ADDRESS]. "
@@ -66,10 +66,17 @@ def parser() -> argparse.ArgumentParser:
 
     grid = cli.add_argument_group("search")
     grid.add_argument(
+        "--model",
+        choices=model.KINDS,
+        help="the model searched, with its own default grid: random-forest (RandomForestClassifier, the original "
+        "demo's) or hist-gradient-boosting (HistGradientBoostingClassifier, no early stopping) "
+        f"(default {settings.model}, or the grid file's; {variable('model')})",
+    )
+    grid.add_argument(
         "--grid",
         type=Path,
         metavar="FILE",
-        help="YAML or JSON: param_grid, cv, scoring, random_state, test_size, split_random_state",
+        help="YAML or JSON: model, param_grid, cv, scoring, random_state, test_size, split_random_state",
     )
     grid.add_argument(
         "--param",
@@ -95,14 +102,14 @@ def parser() -> argparse.ArgumentParser:
         "--shared-trees",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="--search grid: one forest per fold answers every n_estimators of the grid, with GridSearchCV's "
-        "scores exactly; --no-shared-trees fits every candidate on its own (default "
+        help="--search grid: one fit per fold answers every n_estimators of a forest's grid (every max_iter of "
+        "gradient boosting's), with GridSearchCV's scores exactly; --no-shared-trees fits every candidate on its own (default "
         f"{'on' if settings.shared_trees else 'off'}; {variable('shared-trees')})",
     )
     grid.add_argument("--cv", type=int, help=f"cross-validation folds (default {search_defaults.cv}, or the grid file's)")
     grid.add_argument("--scoring", help=f"scikit-learn scorer name (default {search_defaults.scoring}, or the grid file's)")
     grid.add_argument(
-        "--random-state", type=int, help=f"the forest's seed (default {search_defaults.random_state}, or the grid file's)"
+        "--random-state", type=int, help=f"the model's seed (default {search_defaults.random_state}, or the grid file's)"
     )
 
     run = cli.add_argument_group("cluster and output (defaults: Dask config skfleet.trainer.*, see trainer/skfleet.yaml)")
@@ -191,15 +198,27 @@ def plan(args: argparse.Namespace) -> Plan:
     )
     check_output(args.output)
     config, sources = search_config(args)
-    pipeline = model.build_pipeline(config.random_state)
+    pipeline = model.build_pipeline(config.random_state, config.model)
     return Plan(config, pipeline, config.pipeline_grid(pipeline, sources), halving_factor)
 
 
 def search_config(args: argparse.Namespace) -> tuple[SearchConfig, dict[str, str]]:
-    """Give the search settings (defaults, then the grid file, then CLI options) and where each grid name came from."""
-    config = load_search_config(args.grid)
-    grid = dict(config.param_grid)
-    sources = dict.fromkeys(grid, str(args.grid) if args.grid else "the default grid")
+    """Give the search settings (defaults, then the grid file, then CLI options) and where each grid name came from.
+
+    The model kind: --model, else the grid file's, else the Dask config's. Its default grid
+    stands wherever the grid file gives none.
+    """
+    config = load_search_config(args.grid, SearchConfig(param_grid={}))  # {}: the file gave no grid
+    if args.model is not None:
+        chosen = model.kind(args.model)
+    elif config.model is not None:
+        chosen = model.kind(config.model, f"{args.grid}: model")
+    else:
+        chosen = model.kind(trainer_settings().model, f"Dask config skfleet.trainer.model ({variable('model')})")
+    config = config.with_overrides(model=chosen.name)
+    from_file = bool(config.param_grid)
+    grid = dict(config.param_grid) if from_file else dict(chosen.default_grid)
+    sources = dict.fromkeys(grid, str(args.grid) if from_file else f"the {chosen.title}'s default grid")
     for option in args.param:
         name, values = parse_param_option(option)
         grid[name] = values
@@ -276,6 +295,7 @@ def train(args: argparse.Namespace, result: TextIO | None = None) -> int:
         "search": args.search,
         "halving_factor": halving_factor if args.search == "halving" else None,
         "shared_trees": isinstance(grid_search, search.ForestGridSearchCV),
+        "model": config.model,
         "param_grid": grid,
         "cv": config.cv,
         "scoring": config.scoring,
@@ -295,7 +315,7 @@ def train(args: argparse.Namespace, result: TextIO | None = None) -> int:
         n_test_rows=len(X_test),
         settings=settings,
         crosscheck_mismatches=mismatches,
-        report_files=report.files(),
+        report_files=report.files(config.model),
     )
     # The MLflow run is made first, so that the report can link to it; the folder is uploaded once written.
     tracker = tracking.RunTracking(None if args.no_tracking else tracking.target(args.tracking_uri, args.experiment))

@@ -17,7 +17,7 @@ from sklearn.pipeline import Pipeline
 
 from skfleet.errors import InputError, first_line
 
-# The original demo's grid: 5 x 5 candidates, 3 folds = 75 fits, plus the refit.
+# The original demo's grid (the random forest's default): 5 x 5 candidates, 3 folds = 75 fits, plus the refit.
 DEFAULT_GRID: dict[str, list[Any]] = {
     "n_estimators": [2, 4, 6, 8, 10],
     "max_depth": [2, 4, 6, 8, 10],
@@ -37,14 +37,16 @@ _REJECTED = re.compile(r"^The '(?P<param>[^']+)' parameter of (?P<owner>\w+) mus
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """What the grid search runs: grid, folds, scoring, seeds and the split."""
+    """What the grid search runs: the model kind, grid, folds, scoring, seeds and the split."""
 
     param_grid: dict[str, list[Any]] = field(default_factory=lambda: dict(DEFAULT_GRID))
     cv: int = 3
     scoring: str = "accuracy"
-    random_state: int = 10  # the forest's seed, as in the original demo
+    random_state: int = 10  # the model's seed, as the original demo's forest's
     test_size: float = 0.3
     split_random_state: int = 100  # the original demo's split seed
+    # The model kind (skfleet.model.KINDS): None leaves it to the caller (the CLI: the Dask config's).
+    model: str | None = None
 
     def with_overrides(self, **overrides: Any) -> SearchConfig:
         """Give a copy with the non-None overrides applied."""
@@ -53,7 +55,7 @@ class SearchConfig:
     def pipeline_grid(self, pipeline: Pipeline, sources: Mapping[str, str] | None = None) -> dict[str, list[Any]]:
         """Give the grid addressed to the pipeline (`classifier__n_estimators`), names and values checked against it.
 
-        Bare names (`max_depth`) mean the forest's parameters; `step__param` names pass through.
+        Bare names (`max_depth`) mean the classifier's parameters; `step__param` names pass through.
         SOURCES says where each name came from (`--param`, a grid file's path) for the error message.
         """
         sources = sources or {}
@@ -64,8 +66,9 @@ class SearchConfig:
             source = sources.get(name, "the grid")
             key = name if "__" in name else f"{CLASSIFIER_STEP}__{name}"
             if key not in valid:
-                forest = sorted(k.split("__", 1)[1] for k in valid if k.startswith(f"{CLASSIFIER_STEP}__"))
-                raise InputError(f"{source}: unknown parameter {name!r}; the forest's parameters are {', '.join(forest)}")
+                own = sorted(k.split("__", 1)[1] for k in valid if k.startswith(f"{CLASSIFIER_STEP}__"))
+                classifier = type(pipeline.named_steps[CLASSIFIER_STEP]).__name__
+                raise InputError(f"{source}: unknown parameter {name!r}; {classifier}'s parameters are {', '.join(own)}")
             grid[key] = list(values)
             origin[key] = f"{source}: {name}"
         check_candidates(pipeline, grid, origin)
@@ -143,7 +146,7 @@ def load_search_config(path: Path | None, base: SearchConfig | None = None) -> S
         return base
     if not isinstance(document, Mapping):
         raise InputError(f"{path}: a grid file is a mapping with keys such as param_grid, cv, scoring")
-    known = {"param_grid", "cv", "scoring", "random_state", "test_size", "split_random_state"}
+    known = {"model", "param_grid", "cv", "scoring", "random_state", "test_size", "split_random_state"}
     unknown = sorted(set(document) - known)
     if unknown:
         raise InputError(f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")

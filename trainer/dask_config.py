@@ -32,6 +32,7 @@ class TrainerSettings:
     workers_timeout: float
     paused_timeout: float
     shared_trees: bool
+    model: str  # a model kind's name (skfleet.model.KINDS), checked where it is used
 
 
 def defaults() -> dict[str, Any]:
@@ -70,6 +71,7 @@ def trainer_settings() -> TrainerSettings:
         workers_timeout=_number("workers-timeout", float),
         paused_timeout=_number("paused-timeout", float),
         shared_trees=_flag("shared-trees"),
+        model=str(_setting("model")),
     )
 
 

@@ -1,7 +1,9 @@
 """The run report's figures: one registry of id, file, caption and drawer; each drawn as a PNG.
 
 Adding a figure is one function here: decorate a drawing function with `@drawer(id, file, caption)`;
-the run folder, results.json's `report_files` and report.html follow the registry, in order.
+the run folder, results.json's `report_files` and report.html follow the registry, in order. A
+figure only some model kinds can draw (the forest's importances) is registered `model_specific`,
+and drawn for the kinds that name it (skfleet.model.ModelKind.figures).
 Figures are drawn with matplotlib's Agg renderer (no display, no pyplot).
 """
 
@@ -21,6 +23,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, roc_curve
 
 from skfleet.config import CLASSIFIER_STEP
+from skfleet.model import DEFAULT_KIND, kind
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -32,8 +35,6 @@ if TYPE_CHECKING:
 DPI = 110
 # Above this many candidates the fit-time chart drops its per-candidate labels (they would not fit).
 LABELLED_CANDIDATES = 60
-# Grid parameters of the default grid: preferred as the heat map's axes when others have as many values.
-PREFERRED_AXES = (f"{CLASSIFIER_STEP}__n_estimators", f"{CLASSIFIER_STEP}__max_depth")
 BASELINE_COLOUR = "#d62728"
 BEST_COLOUR = "#ff7f0e"
 BAR_COLOUR = "#4c72b0"
@@ -67,33 +68,45 @@ class ReportFigure:
     """One figure of the report: the id of its <figure> in report.html, its PNG's file, its caption, its drawer.
 
     The drawer draws on a fresh matplotlib Figure and gives the alt text, the numbers it shows in words.
+    A model-specific figure is drawn only for the model kinds that name it.
     """
 
     id: str
     file: str
     caption: str
     draw: Drawer
+    model_specific: bool = False
 
 
 # The registry, in the page's order: filled by @drawer below.
 FIGURES: list[ReportFigure] = []
 
 
-def drawer(figure_id: str, file: str, caption: str) -> Callable[[Drawer], Drawer]:
-    """Register a drawer as a figure of the report."""
+def drawer(figure_id: str, file: str, caption: str, *, model_specific: bool = False) -> Callable[[Drawer], Drawer]:
+    """Register a drawer as a figure of the report (MODEL_SPECIFIC: for the model kinds that name it only)."""
 
     def register(drawer: Drawer) -> Drawer:
         if any(known.id == figure_id or known.file == file for known in FIGURES):
             raise ValueError(f"a report figure is already registered as {figure_id!r} or {file!r}")
-        FIGURES.append(ReportFigure(figure_id, file, caption, drawer))
+        FIGURES.append(ReportFigure(figure_id, file, caption, drawer, model_specific))
         return drawer
 
     return register
 
 
-def files() -> list[str]:
-    """Give the figures' PNG files, in the page's order."""
-    return [known.file for known in FIGURES]
+def files(model: str = DEFAULT_KIND) -> list[str]:
+    """Give the PNG files of the figures a MODEL kind's run has, in the page's order."""
+    return [known.file for known in drawable(model)]
+
+
+def drawable(model: str) -> list[ReportFigure]:
+    """Give the registered figures a MODEL kind's run has: every common one, and the specific ones it names."""
+    return [known for known in FIGURES if not known.model_specific or known.id in kind(model).figures]
+
+
+def preferred_axes(model: str) -> tuple[str, ...]:
+    """Give the MODEL kind's default grid parameters: preferred as the heat map's axes when others have as many values."""
+    return tuple(f"{CLASSIFIER_STEP}__{name}" for name in kind(model).default_grid)
 
 
 @dataclass(frozen=True)
@@ -106,10 +119,10 @@ class Drawn:
 
 
 def draw_all(given: Inputs) -> list[Drawn]:
-    """Draw every registered figure, in order."""
+    """Draw every registered figure the run's model kind can draw, in order."""
     new_figure = figure_class()
     drawn = []
-    for known in FIGURES:
+    for known in drawable(given.results.model):
         canvas = new_figure()
         alt = known.draw(canvas, given)
         buffer = io.BytesIO()
@@ -166,7 +179,7 @@ def heatmap(figure: Figure, given: Inputs) -> str:
     params: list[dict[str, Any]] = list(cv_results["params"])
     scores = np.asarray(cv_results["mean_test_score"], dtype=float)
     spreads = np.asarray(cv_results["std_test_score"], dtype=float)
-    axes_names = heatmap_axes(params)
+    axes_names = heatmap_axes(params, given.results.model)
     best = params[best_index]
     fixed = {name: value for name, value in best.items() if name not in axes_names}
     in_slice = [index for index, candidate in enumerate(params) if _matches(candidate, fixed)]
@@ -246,16 +259,17 @@ def heatmap(figure: Figure, given: Inputs) -> str:
     )
 
 
-def heatmap_axes(params: Sequence[dict[str, Any]]) -> list[str]:
+def heatmap_axes(params: Sequence[dict[str, Any]], model: str = DEFAULT_KIND) -> list[str]:
     """Give the heat map's axes: the (up to) two grid parameters with the most values.
 
-    Ties go to n_estimators and max_depth (the default grid's), then to the grid's order.
+    Ties go to the MODEL kind's default grid's (a forest's n_estimators and max_depth), then to the grid's order.
     """
     names = list(dict.fromkeys(name for candidate in params for name in candidate))
     varying = [name for name in names if _varies(params, name)]
+    preferred = preferred_axes(model)
 
     def width(name: str) -> tuple[int, int, int]:
-        preference = PREFERRED_AXES.index(name) if name in PREFERRED_AXES else len(PREFERRED_AXES)
+        preference = preferred.index(name) if name in preferred else len(preferred)
         return (-len(_distinct(candidate.get(name) for candidate in params)), preference, names.index(name))
 
     return sorted(varying, key=width)[:2]
@@ -372,7 +386,7 @@ def confusion(figure: Figure, given: Inputs) -> str:
     )
 
 
-@drawer("importances", "importances.png", "Feature importances of the best forest")
+@drawer("importances", "importances.png", "Feature importances of the best forest", model_specific=True)
 def importances(figure: Figure, given: Inputs) -> str:
     """Draw the best forest's impurity-based feature importances, named as the pipeline names them; give the alt text."""
     estimator = given.estimator

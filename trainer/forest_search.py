@@ -1,4 +1,4 @@
-"""A drop-in GridSearchCV that fits one forest per group of candidates differing only in `n_estimators`.
+"""A drop-in GridSearchCV that fits one model per group of candidates differing only in the ensemble's size.
 
 A random forest draws each tree's seed from its `random_state` in turn, so the forest of k
 trees is exactly the first k trees of any larger forest with the same seed and data: the same
@@ -7,18 +7,24 @@ trees, and `predict_proba` averaged over them to the same bits. A grid over `n_e
 parameters, one forest of the largest size: its first k trees answer every smaller candidate.
 The seed grid (5 × 5, cv=3) builds 150 trees instead of 450.
 
-Predictions are shared too: each tree predicts a fold once, into a running sum whose value
-after k trees, divided by k, is the k-tree forest's own `predict_proba` (or `predict`) to the
-last bit; the scorers get those answers.
+Gradient boosting has the same prefix property in its stages: without early stopping,
+`HistGradientBoostingClassifier(max_iter=n)` after k iterations (`staged_predict_proba`,
+`staged_decision_function`, `staged_predict`) is the model of `max_iter=k`, to the last bit.
+One boosting fit of the largest `max_iter` per group and fold answers every `max_iter`.
 
-`ForestGridSearchCV` takes GridSearchCV's parameters and gives its `cv_results_` (keys, rows,
-order), scores, `best_*_` and refitted `best_estimator_` exactly: the test scores are equal, not
-close (tests/trainer/test_forest_search.py). Only the timing columns differ: a shared forest's
-fit and prediction time is shared out between the candidates it answers in proportion to their
-trees, so the columns still add up to the time spent. Where sharing could change a result (no
-integer seed, `warm_start`, `oob_score`, a scoring function of the user's, an estimator that is
-not one of scikit-learn's forests), it says why in the log and runs GridSearchCV's own
-per-candidate fits.
+Predictions are shared too: a forest's trees predict a fold once, into a running sum whose
+value after k trees, divided by k, is the k-tree forest's own `predict_proba` (or `predict`) to
+the last bit; a boosting model's stages are read once per answer the scorers ask for.
+
+`ForestGridSearchCV` (the name from when it shared forests only) takes GridSearchCV's parameters
+and gives its `cv_results_` (keys, rows, order), scores, `best_*_` and refitted `best_estimator_`
+exactly: the test scores are equal, not close (tests/trainer/test_forest_search.py). Only the
+timing columns differ: a shared model's fit and prediction time is shared out between the
+candidates it answers in proportion to their size, so the columns still add up to the time
+spent. Where sharing could change a result (no integer seed, `warm_start`, `oob_score`, early
+stopping, a scoring function of the user's, an estimator that is not one of scikit-learn's
+forests or histogram gradient boosting models), it says why in the log and runs GridSearchCV's
+own per-candidate fits.
 """
 
 from __future__ import annotations
@@ -34,48 +40,91 @@ from typing import Any
 import numpy as np
 from joblib import parallel_config
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone, is_classifier
-from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor, RandomForestClassifier, RandomForestRegressor
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
 from sklearn.metrics._scorer import _Scorer
 from sklearn.model_selection import GridSearchCV, ParameterGrid, check_cv
 from sklearn.model_selection._validation import _fit_and_score, _score, _warn_or_raise_about_fit_failures
 from sklearn.pipeline import Pipeline
 from sklearn.utils import indexable
-from sklearn.utils.metaestimators import _safe_split
+from sklearn.utils.metaestimators import _safe_split, available_if
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import _check_method_params
 
 log = logging.getLogger(__name__)
 
 FORESTS = (RandomForestClassifier, RandomForestRegressor, ExtraTreesClassifier, ExtraTreesRegressor)
-SIZE = "n_estimators"
+BOOSTING = (HistGradientBoostingClassifier, HistGradientBoostingRegressor)
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """A kind of model whose smaller sizes are prefixes of its largest: its types, its size parameter, its unit."""
+
+    name: str  # "forest", "boosting": the word a log line uses
+    types: tuple[type, ...]
+    size: str  # the parameter a prefix answers: n_estimators, max_iter
+    unit: str  # what the size counts: trees, iterations
+
+    def why_not(self, settings: dict[str, Any]) -> str | None:
+        """Give why a model with these SETTINGS (get_params) has no exact prefixes (a phrase), or None."""
+        if not isinstance(settings["random_state"], numbers.Integral):
+            return f"the {self.name} has no integer random_state, so no two fits grow the same trees"
+        if settings["warm_start"]:
+            return f"warm_start grows a {self.name} from the one before"
+        if settings.get("oob_score"):
+            return "oob_score is computed over all of a forest's trees"
+        if "early_stopping" in settings and settings["early_stopping"] is not False:
+            return (
+                f"early_stopping={settings['early_stopping']!r} may end a model before max_iter, so its first k iterations "
+                "are not the model of max_iter=k (set early_stopping=False)"
+            )
+        return None
+
+
+FOREST = Ensemble("forest", FORESTS, "n_estimators", "trees")
+GRADIENT_BOOSTING = Ensemble("boosting", BOOSTING, "max_iter", "iterations")
+ENSEMBLES = (FOREST, GRADIENT_BOOSTING)
+SIZES = frozenset(ensemble.size for ensemble in ENSEMBLES)
 
 
 @dataclass(frozen=True)
 class SharedTrees:
-    """What a search shared: fits answered, forests fitted, trees built against one fit per candidate."""
+    """What a search shared: fits answered, models fitted, trees (or boosting iterations) built against one fit per candidate."""
 
     fits: int
-    forest_fits: int
+    forest_fits: int  # the models fitted: forests, or boosting models
     trees_built: int
     trees_per_candidate: int
     fallback: str | None  # why every candidate was fitted on its own, or None
+    # What was shared: "forest" (trees) or "boosting" (iterations). Last, with a default: older results.json still read.
+    ensemble: str = FOREST.name
 
     def describe(self) -> str:
         """Give one line for a log or a summary: "75 fits answered by 15 forest fits (150 of 450 trees)"."""
         if self.fallback:
             return f"{self.fits} fits, one per candidate ({self.fallback})"
+        unit = next((known.unit for known in ENSEMBLES if known.name == self.ensemble), FOREST.unit)
         return (
-            f"{self.fits} fits answered by {self.forest_fits} forest fits "
-            f"({self.trees_built:,} of {self.trees_per_candidate:,} trees)"
+            f"{self.fits} fits answered by {self.forest_fits} {self.ensemble} fits "
+            f"({self.trees_built:,} of {self.trees_per_candidate:,} {unit})"
         )
 
 
 class ForestGridSearchCV(GridSearchCV):
-    """GridSearchCV, with the candidates that differ only in a forest's `n_estimators` answered by one forest.
+    """GridSearchCV, with the candidates that differ only in an ensemble's size answered by one fit of the largest.
+
+    The size: a forest's `n_estimators`, a histogram gradient boosting model's `max_iter`.
 
     Same parameters, attributes and results as `sklearn.model_selection.GridSearchCV`, plus
     `shared_trees_` (a `SharedTrees`). Runs its fits through joblib like GridSearchCV, so
-    `joblib.parallel_backend("dask")` sends them to a Dask cluster; each task is one forest,
+    `joblib.parallel_backend("dask")` sends them to a Dask cluster; each task is one model,
     the largest first.
     """
 
@@ -89,7 +138,7 @@ class ForestGridSearchCV(GridSearchCV):
             super().fit(X, y, **params)
             n_fits = len(candidates) * self.n_splits_
             trees = sum(_trees(self.estimator, candidate) for candidate in candidates) * self.n_splits_
-            self.shared_trees_ = SharedTrees(n_fits, n_fits, trees, trees, reason)
+            self.shared_trees_ = SharedTrees(n_fits, n_fits, trees, trees, reason, _ensemble_of(self.estimator, candidates).name)
             return self
         return self._fit_shared(candidates, X, y, **params)
 
@@ -101,29 +150,34 @@ class ForestGridSearchCV(GridSearchCV):
         size_key = next(key for key in candidates[0] if _is_size(key))
         return len(_groups(candidates, size_key))
 
+    def ensemble(self) -> Ensemble:
+        """Give the kind of model the grid's size parameter sizes: FOREST or GRADIENT_BOOSTING (FOREST where none does)."""
+        return _ensemble_of(self.estimator, list(ParameterGrid(self.param_grid)))
+
     def _why_not_shared(self, candidates: list[dict[str, Any]]) -> str | None:
         """Give why the forests can't be shared (a phrase), or None when they can."""
         if not _scores_predictions_only(self.scoring):
             return "a callable scoring (not a scikit-learn scorer) may look at more of the fitted estimator than its predictions"
         size_keys = {key for candidate in candidates for key in candidate if _is_size(key)}
+        sizes = " or ".join(sorted(SIZES))
         if not size_keys:
-            return "the grid does not set n_estimators"
+            return f"the grid does not set {sizes}"
         if len(size_keys) > 1:
-            return f"the grid sets {len(size_keys)} n_estimators parameters ({', '.join(sorted(size_keys))}), not one"
+            return f"the grid sets {len(size_keys)} size parameters ({', '.join(sorted(size_keys))}), not one"
         (size_key,) = size_keys
         if any(size_key not in candidate for candidate in candidates):
             return f"some of the grid's candidates leave {size_key} at its default"
         for candidate in candidates:
-            forest = _forest(clone(self.estimator).set_params(**candidate), size_key)
-            if forest is None:
-                return f"{size_key} is not a parameter of a scikit-learn forest inside a Pipeline"
-            settings = forest.get_params(deep=False)
-            if not isinstance(settings["random_state"], numbers.Integral):
-                return "the forest has no integer random_state, so no two fits grow the same trees"
-            if settings["warm_start"]:
-                return "warm_start grows a forest from the one before"
-            if settings["oob_score"]:
-                return "oob_score is computed over all of a forest's trees"
+            found = _ensemble(clone(self.estimator).set_params(**candidate), size_key)
+            if found is None:
+                return (
+                    f"{size_key} is not the size of a scikit-learn forest (n_estimators) or histogram gradient "
+                    "boosting model (max_iter) inside a Pipeline"
+                )
+            model, ensemble = found
+            reason = ensemble.why_not(model.get_params(deep=False))
+            if reason is not None:
+                return reason
         return None
 
     def _fit_shared(self, candidates: list[dict[str, Any]], X: Any, y: Any, **params: Any) -> ForestGridSearchCV:  # noqa: N803
@@ -140,10 +194,11 @@ class ForestGridSearchCV(GridSearchCV):
         base_estimator = clone(self.estimator)
         size_key = next(key for key in candidates[0] if _is_size(key))
         groups = _groups(candidates, size_key)
+        ensemble = _ensemble_of(base_estimator, candidates)
         if self.verbose > 0:
             print(
                 f"Fitting {self.n_splits_} folds for each of {len(candidates)} candidates, totalling "
-                f"{len(candidates) * self.n_splits_} fits, with {len(groups) * self.n_splits_} forests"
+                f"{len(candidates) * self.n_splits_} fits, with {len(groups) * self.n_splits_} {ensemble.name} fits"
             )
         # One task per group and fold, the largest forests first: they end last otherwise.
         tasks = sorted(
@@ -189,6 +244,7 @@ class ForestGridSearchCV(GridSearchCV):
             trees_built=sum(max(sizes[i] for i in members) for members in groups) * self.n_splits_,
             trees_per_candidate=sum(sizes) * self.n_splits_,
             fallback=None,
+            ensemble=ensemble.name,
         )
         log.debug("%s", self.shared_trees_.describe())
         return self
@@ -321,12 +377,13 @@ def _unscored(estimator: BaseEstimator, X: Any, y: Any, **params: Any) -> float:
 
 
 def _prefix_answers(fitted: BaseEstimator, path: list[str], sizes: list[int], X: Any) -> dict[int, BaseEstimator] | None:  # noqa: N803
-    """Give, per size k, FITTED's answers for X with only its forest's first k trees; None where that can't be exact.
+    """Give, per size k, FITTED's answers for X with only its model's first k trees (or stages); None where that can't be exact.
 
-    Each tree predicts X once, in order, into a running sum; the sum after k trees divided by k
-    is what the forest of k trees computes itself (a running sum from zero, then one in-place
-    division), to the last bit. Only where the forest's answer is the fitted model's answer
-    (the forest ends every Pipeline on PATH) and it has one output.
+    A forest: each tree predicts X once, in order, into a running sum; the sum after k trees
+    divided by k is what the forest of k trees computes itself (a running sum from zero, then
+    one in-place division), to the last bit. A boosting model: its staged answers, each read
+    once. Only where the model's answer is the fitted pipeline's answer (the model ends every
+    Pipeline on PATH) and, for a forest, it has one output.
     """
     node, X_forest = fitted, X  # noqa: N806
     for name in path:
@@ -336,6 +393,10 @@ def _prefix_answers(fitted: BaseEstimator, path: list[str], sizes: list[int], X:
             X_forest = node[:-1].transform(X_forest) if len(node.steps) > 1 else X_forest  # noqa: N806
         node = node.named_steps[name]
     forest = node
+    if type(forest) in BOOSTING:
+        stages = _Stages(forest, X_forest, sizes)
+        answer = _ClassifierStages if is_classifier(forest) else _RegressorStages
+        return {size: answer(X, stages, size) for size in sizes}
     if type(forest) not in FORESTS or forest.n_outputs_ != 1:
         return None
     X_forest = forest._validate_X_predict(X_forest)  # noqa: N806
@@ -393,24 +454,87 @@ class _ClassifierAnswers(ClassifierMixin, _Answers):
         return np.log(self.predict_proba(X))
 
 
-def _forest(estimator: BaseEstimator, size_key: str) -> BaseEstimator | None:
-    """Give the forest SIZE_KEY sets, when it is a scikit-learn forest reached through Pipelines only."""
-    path = size_key.split("__")[:-1]
+class _Stages:
+    """A fitted boosting model's staged answers for one X: each method's stages computed once, when a scorer first asks."""
+
+    def __init__(self, model: BaseEstimator, X: Any, sizes: list[int]) -> None:  # noqa: N803
+        self.model, self.X, self.sizes = model, X, set(sizes)
+        self.found: dict[str, dict[int, np.ndarray]] = {}
+
+    def answer(self, method: str, size: int) -> np.ndarray:
+        """Give METHOD's answer (predict, predict_proba, decision_function) of the model's first SIZE stages."""
+        if method not in self.found:
+            staged = getattr(self.model, f"staged_{method}")(self.X)
+            self.found[method] = {stage: answer for stage, answer in enumerate(staged, start=1) if stage in self.sizes}
+        return self.found[method][size]
+
+
+class _StagedAnswers(BaseEstimator):
+    """A boosting model's answers for one X at one stage: what a scorer asks of an estimator, and no more."""
+
+    def __init__(self, X: Any = None, stages: _Stages | None = None, size: int = 0) -> None:  # noqa: N803
+        self.X, self.stages, self.size = X, stages, size
+
+    def _answer(self, method: str, X: Any) -> np.ndarray:  # noqa: N803
+        if X is not self.X:
+            raise RuntimeError("skfleet bug: precomputed answers asked about other rows")
+        return self.stages.answer(method, self.size)
+
+    def predict(self, X: Any) -> np.ndarray:  # noqa: N803
+        return self._answer("predict", X)
+
+
+class _RegressorStages(RegressorMixin, _StagedAnswers):
+    """A boosting regressor's answers at one stage; `score` is its R², as the model's."""
+
+
+class _ClassifierStages(ClassifierMixin, _StagedAnswers):
+    """A boosting classifier's answers at one stage; `score` is its accuracy, as the model's."""
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return self.stages.model.classes_
+
+    def predict_proba(self, X: Any) -> np.ndarray:  # noqa: N803
+        return self._answer("predict_proba", X)
+
+    @available_if(lambda self: hasattr(self.stages.model, "decision_function"))
+    def decision_function(self, X: Any) -> np.ndarray:  # noqa: N803
+        return self._answer("decision_function", X)
+
+
+def _ensemble(estimator: BaseEstimator, size_key: str) -> tuple[BaseEstimator, Ensemble] | None:
+    """Give the model SIZE_KEY sets and its Ensemble, when it is one of ENSEMBLES reached through Pipelines only."""
+    *path, size = size_key.split("__")
     node = estimator
     for name in path:
         if not isinstance(node, Pipeline) or name not in node.named_steps:
             return None
         node = node.named_steps[name]
-    return node if type(node) in FORESTS else None
+    ensemble = next((known for known in ENSEMBLES if type(node) in known.types), None)
+    return (node, ensemble) if ensemble is not None and ensemble.size == size else None
+
+
+def _ensemble_of(estimator: BaseEstimator, candidates: list[dict[str, Any]]) -> Ensemble:
+    """Give the Ensemble the candidates' size parameter sizes (FOREST where none does)."""
+    for key in candidates[0] if candidates else ():
+        found = _is_size(key) and _ensemble(clone(estimator).set_params(**candidates[0]), key)
+        if found:
+            return found[1]
+    return FOREST
 
 
 def _with_trees(fitted: BaseEstimator, path: list[str], size: int) -> BaseEstimator:
-    """Give a shallow copy of FITTED whose forest (at PATH) keeps only its first SIZE trees."""
+    """Give a shallow copy of FITTED whose model (at PATH) keeps only its first SIZE trees (or boosting stages)."""
     if not path:
-        forest = copy.copy(fitted)
-        forest.estimators_ = fitted.estimators_[:size]
-        forest.n_estimators = size
-        return forest
+        model = copy.copy(fitted)
+        if type(fitted) in BOOSTING:
+            model._predictors = fitted._predictors[:size]
+            model.max_iter = size  # n_iter_ counts the predictors
+        else:
+            model.estimators_ = fitted.estimators_[:size]
+            model.n_estimators = size
+        return model
     pipeline = copy.copy(fitted)
     name = path[0]
     pipeline.steps = [
@@ -420,17 +544,16 @@ def _with_trees(fitted: BaseEstimator, path: list[str], size: int) -> BaseEstima
 
 
 def _is_size(key: str) -> bool:
-    """Say whether the grid key KEY sets an ensemble's size (`n_estimators`, `classifier__n_estimators`)."""
-    return key.split("__")[-1] == SIZE
+    """Say whether the grid key KEY sets an ensemble's size (`n_estimators`, `classifier__max_iter`)."""
+    return key.split("__")[-1] in SIZES
 
 
 def _trees(estimator: BaseEstimator, candidate: dict[str, Any]) -> int:
-    """Give the trees one fit of CANDIDATE builds: its n_estimators, else its forest's default (0 without a forest)."""
+    """Give the trees (or boosting iterations) one fit of CANDIDATE builds: its size, else its model's default (0 without one)."""
     key = next((key for key in candidate if _is_size(key)), None)
     if key is not None:
         return int(candidate[key])
     configured = clone(estimator).set_params(**candidate)
-    sizes = [
-        value for key, value in configured.get_params(deep=True).items() if _is_size(key) and _forest(configured, key) is not None
-    ]
+    settings = configured.get_params(deep=True)
+    sizes = [value for key, value in settings.items() if _is_size(key) and _ensemble(configured, key) is not None]
     return int(sizes[0]) if sizes else 0

@@ -1,23 +1,31 @@
-"""The model, declared: schedule-only features, the leak guard and the scikit-learn pipeline."""
+"""The model, declared: schedule-only features, the leak guard, the model kinds and the scikit-learn pipeline.
+
+A model kind (ModelKind, in KINDS) is everything that differs between estimators: the classifier,
+its default grid, the figures the report can draw of it and the types its model file holds.
+Adding one is one entry here; the CLI (`--model`), the Dask config (skfleet.trainer.model), the
+grid's checks, the report and the model file follow it.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
 
 import joblib
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
-from skfleet.config import CLASSIFIER_STEP
+from skfleet.config import CLASSIFIER_STEP, DEFAULT_GRID
 from skfleet.data import TARGET_COLUMN
-from skfleet.errors import LeakError
+from skfleet.errors import InputError, LeakError
 
 NUMERIC_FEATURES = ("Month", "DayofMonth", "DayOfWeek", "CRSDepTime", "CRSArrTime", "FlightNum", "Distance")
 AIRPORT_FEATURES = ("Origin", "Dest")
@@ -167,8 +175,69 @@ class InProcessPipeline(Pipeline):
             return super().score(X, y, sample_weight=sample_weight, **params)
 
 
-def build_pipeline(random_state: int = 10) -> Pipeline:
-    """Give the unfitted pipeline: encoders fitted inside each fold, then the forest."""
+@dataclass(frozen=True)
+class ModelKind:
+    """One kind of model the trainer can search: what differs between estimators, declared once.
+
+    `classifier` gives the unfitted estimator for a seed; its parameters are the grid keys the
+    kind accepts (bare names, e.g. max_depth). `size` is the parameter whose smaller values are
+    prefixes of the largest (shared fits, skfleet/forest_search.py). `figures` are the ids of the
+    report's model-specific figures it can draw (every kind gets the others), `trusted_types` what
+    its model file holds beyond skops' defaults.
+    """
+
+    name: str  # the --model value
+    title: str  # in words, for messages and the report
+    classifier: Callable[[int], Any]
+    default_grid: dict[str, list[Any]]
+    size: str
+    figures: tuple[str, ...]
+    trusted_types: tuple[str, ...]
+
+    def parameters(self) -> list[str]:
+        """Give the grid keys the kind accepts: its classifier's parameters."""
+        return sorted(self.classifier(0).get_params(deep=False))
+
+
+RANDOM_FOREST = ModelKind(
+    name="random-forest",
+    title="random forest",
+    classifier=lambda seed: RandomForestClassifier(random_state=seed),
+    default_grid=DEFAULT_GRID,  # the original demo's
+    size="n_estimators",
+    figures=("importances",),
+    trusted_types=("sklearn.tree._tree.Tree",),
+)
+HIST_GRADIENT_BOOSTING = ModelKind(
+    name="hist-gradient-boosting",
+    title="histogram gradient boosting",
+    # Early stopping off: every candidate runs its max_iter iterations, so the first k of the
+    # largest are the model of max_iter=k (one fit answers every max_iter), and the search picks
+    # max_iter itself on its folds instead of a validation split carved out of each.
+    classifier=lambda seed: HistGradientBoostingClassifier(early_stopping=False, random_state=seed),
+    default_grid={"max_iter": [50, 100, 200, 400], "learning_rate": [0.1, 0.2, 0.4]},
+    size="max_iter",
+    figures=(),  # no impurity importances: the page leaves that figure out
+    trusted_types=("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",),
+)
+KINDS = {kind.name: kind for kind in (RANDOM_FOREST, HIST_GRADIENT_BOOSTING)}
+DEFAULT_KIND = RANDOM_FOREST.name
+# Every type a model file of skfleet's may hold beyond skops' defaults: our pipeline, our encoder, each kind's.
+TRUSTED_MODEL_TYPES = sorted(
+    {"skfleet.model.InProcessPipeline", "skfleet.model.CategoryCodes"}.union(*(kind.trusted_types for kind in KINDS.values()))
+)
+
+
+def kind(name: str, source: str = "--model") -> ModelKind:
+    """Give the model kind NAME; refuse an unknown one, SOURCE naming where it came from."""
+    try:
+        return KINDS[name]
+    except (KeyError, TypeError):
+        raise InputError(f"{source}: unknown model {name!r}; the models are {', '.join(KINDS)}") from None
+
+
+def build_pipeline(random_state: int = 10, model: str = DEFAULT_KIND) -> Pipeline:
+    """Give the unfitted pipeline: encoders fitted inside each fold, then the MODEL kind's classifier."""
     encoders = ColumnTransformer(
         [
             ("schedule", "passthrough", list(NUMERIC_FEATURES)),
@@ -181,6 +250,6 @@ def build_pipeline(random_state: int = 10) -> Pipeline:
     return InProcessPipeline(
         [
             ("features", encoders),
-            (CLASSIFIER_STEP, RandomForestClassifier(random_state=random_state)),
+            (CLASSIFIER_STEP, kind(model).classifier(random_state)),
         ]
     )

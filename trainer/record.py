@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from skfleet.advice import grid_edges
+from skfleet.model import DEFAULT_KIND
 from skfleet.results import Results
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ def record(
         settings=plain(settings),
         report_files=list(report_files),
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        model=settings.get("model", DEFAULT_KIND),
     )
 
 

@@ -29,6 +29,7 @@ from sklearn.model_selection import GridSearchCV
 
 from skfleet import figures
 from skfleet.figures import final_rounds, label, short
+from skfleet.model import DEFAULT_KIND
 from skfleet.results import FILES as RESULTS_FILES
 from skfleet.results import Results, atomic_run_folder, halving_text
 from skfleet.run_files import write_files
@@ -47,13 +48,18 @@ CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-
 log = logging.getLogger(__name__)
 
 
-def files() -> list[str]:
-    """Give what the report adds to a run folder: the page, then each figure's PNG."""
-    return [REPORT_FILE, *figures.files()]
+def files(model: str = DEFAULT_KIND) -> list[str]:
+    """Give what the report adds to a run folder of a MODEL kind's run: the page, then each figure's PNG it can draw."""
+    return [REPORT_FILE, *figures.files(model)]
 
 
-# Everything a run folder holds, sorted: the results, the CV table, the model, the report.
-RUN_FILES = sorted([*RESULTS_FILES, *files()])
+def run_files(model: str = DEFAULT_KIND) -> list[str]:
+    """Give everything a run folder of a MODEL kind's run holds, sorted: the results, the CV table, the model, the report."""
+    return sorted([*RESULTS_FILES, *files(model)])
+
+
+# A default run's folder (the random forest's).
+RUN_FILES = run_files()
 
 
 def write_run(output: Path, results: Results, outcome: SearchOutcome, predictions: Predictions) -> Path:
@@ -120,7 +126,7 @@ def render(given: figures.Inputs, search: GridSearchCV, drawn: list[figures.Draw
             tables=[_summary(results), _cluster(results), _timings(results, search, drawn_seconds)],
             figures=[_embedded(each) for each in drawn],
             candidates=_candidates(given),
-            figure_files=figures.files(),
+            figure_files=figures.files(results.model),
         )
     )
 
@@ -136,6 +142,7 @@ def _summary(results: Results) -> Table:
         else f"none: {scoring} can't score a constant answer"
     )
     rows = [
+        ("model", results.model),
         ("best parameters", _params(results.best_params)),
         *[("edge of the grid", edge["description"]) for edge in results.grid_edges],
         (f"best CV {scoring}", f"{results.best_cv_score:.4f} (mean over {results.settings['cv']} folds)"),

@@ -97,6 +97,8 @@ class Results:
     # The majority baseline with the search's scorer (skfleet.evaluate), or None where that scorer can't
     # score a constant answer. Last, with a default: run folders written before it still read.
     baseline_score: float | None = None
+    # The model kind searched (skfleet.model.KINDS); run folders written before there were kinds hold a forest.
+    model: str = "random-forest"
 
     def to_json(self) -> dict[str, Any]:
         """Give results.json's contents."""
@@ -140,6 +142,7 @@ def summary(results: Results, folder: Path) -> str:
     params = ", ".join(f"{key.split('__')[-1]}={value}" for key, value in results.best_params.items())
     cluster = "local cluster" if results.local_cluster else results.scheduler_address
     rows = [
+        ("model", results.model),
         ("best params", params),
         (f"best CV {results.scoring}", f"{results.best_cv_score:.4f}"),
         ("test accuracy", f"{results.test_accuracy:.4f}  (majority baseline {results.baseline_accuracy:.4f})"),

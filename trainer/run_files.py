@@ -14,16 +14,9 @@ import pandas as pd
 import skops.io
 
 from skfleet.errors import InputError
+from skfleet.model import TRUSTED_MODEL_TYPES
 from skfleet.record import plain
 from skfleet.results import CV_RESULTS_FILE, MODEL_FILE
-
-# Types the model file holds beyond what skops trusts by default: the forest's tree
-# structure (scikit-learn's own), our pipeline and our encoder. Anything else is refused on load.
-TRUSTED_MODEL_TYPES = [
-    "sklearn.tree._tree.Tree",
-    "skfleet.model.InProcessPipeline",
-    "skfleet.model.CategoryCodes",
-]
 
 
 def write_files(folder: Path, search: Any) -> None:

@@ -194,7 +194,8 @@ def run(
             n_candidates,
             search.cv,
             n_fits,
-            f", answered by {shared} forest fits (the largest n_estimators of each group; --no-shared-trees fits each)"
+            f", answered by {shared} {search.ensemble().name} fits (the largest {search.ensemble().size} of each group; "
+            "--no-shared-trees fits each)"
             if shared
             else "",
             client.scheduler.address,
@@ -230,7 +231,7 @@ def run(
                 if bar is not None:
                     bar.close()
     except InvalidParameterError as error:
-        raise InputError(f"the grid holds a value the forest rejects: {first_line(error)}") from None
+        raise InputError(f"the grid holds a value the model rejects: {first_line(error)}") from None
     except (KilledWorker, OSError, TimeoutError, concurrent.futures.CancelledError) as error:
         raise lost_fits_error(error, client, since=started_at, memory_limit=limit) from None
     except ValueError as error:
@@ -256,7 +257,7 @@ def run(
 
 
 def shared_trees_plan(search: Search) -> int | None:
-    """Give how many forests a ForestGridSearchCV will fit, or None when it fits every candidate on its own."""
+    """Give how many models (forests, boosting models) a ForestGridSearchCV will fit, or None: each candidate alone."""
     if not isinstance(search, ForestGridSearchCV):
         return None
     per_fold = search.forests_per_fold()

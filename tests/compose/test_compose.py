@@ -19,7 +19,7 @@ import yaml
 from distributed import Client
 
 from skfleet.cluster import identity
-from skfleet.report import RUN_FILES
+from skfleet.report import RUN_FILES, run_files
 from tests import runbooks
 from tests.browser import console_messages, render_in_chromium
 from tests.flights import asa_frame, write_csv
@@ -49,9 +49,9 @@ pytestmark = [
 SMALL_GRID = ["--param", "n_estimators=4,8", "--param", "max_depth=4,8"]
 
 
-def results_of(stack: Stack, before: list[Path]) -> dict:
+def results_of(stack: Stack, before: list[Path], model: str | None = None) -> dict:
     (folder,) = [path for path in stack.run_folders() if path not in before]
-    assert sorted(path.name for path in folder.iterdir()) == RUN_FILES
+    assert sorted(path.name for path in folder.iterdir()) == (RUN_FILES if model is None else run_files(model))
     for path in [folder, *folder.iterdir()]:
         assert path.stat().st_uid == stack.uid, f"{path} is not owned by uid {stack.uid}"
     return json.loads((folder / "results.json").read_text())
@@ -254,6 +254,22 @@ def test_trainer_on_synthetic_data(stack: Stack) -> None:
     # 12 fits, answered by 6 forests (one per max_depth and fold): joblib counts the forests' tasks.
     assert "12 fits, answered by 6 forest fits" in result.stderr and "Done   6 out of   6" in result.stderr
     assert results["shared_trees"]["description"] == "12 fits answered by 6 forest fits (48 of 72 trees)"
+
+
+def test_hist_gradient_boosting_on_the_stack(stack: Stack) -> None:
+    """The second model kind end to end: its fits on the workers, its stages shared, its report without the forest's figure."""
+    before = stack.run_folders()
+    grid = ["--param", "max_iter=5,10,20", "--param", "learning_rate=0.1,0.3", "--cv", "2"]
+    result = stack.train("--synthetic-rows", "8000", "--model", "hist-gradient-boosting", *grid)
+    results = results_of(stack, before, "hist-gradient-boosting")
+    assert_trained(result, results)
+    assert results["model"] == "hist-gradient-boosting" and summary_value(result.stdout, "model") == "hist-gradient-boosting"
+    assert set(results["best_params"]) == {"classifier__max_iter", "classifier__learning_rate"}
+    assert results["test_accuracy"] >= results["baseline_accuracy"] + 0.05
+    # 12 fits answered by 4 boosting fits (max_iter=20, one per learning rate and fold), each a task on a worker.
+    assert "12 fits, answered by 4 boosting fits" in result.stderr and "Done   4 out of   4" in result.stderr
+    assert results["shared_trees"]["description"] == "12 fits answered by 4 boosting fits (80 of 140 iterations)"
+    assert "importances.png" not in results["report_files"]
 
 
 def test_halving_search_on_the_stack(stack: Stack) -> None:

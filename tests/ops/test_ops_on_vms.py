@@ -56,8 +56,9 @@ def test_ops_train_runs_the_trainer_role_streams_its_progress_and_fetches_the_ru
 ) -> None:
     result, run = vm_training.result, vm_training.run
     assert re.search(r"Done +(\d+) out of +\1 ", result.stderr), result.stderr[-3000:]  # streamed from the VM as it ran
-    # train.yml's play (the trainer role), which ends with the trainer's own summary.
-    assert "TASK [trainer : Run the training job and wait for it to end]" in result.stdout, result.stdout[-3000:]
+    # train.yml's play (the trainer role: its job in the hardened container), which ends with the trainer's own summary.
+    assert "TASK [skfleet : Run the container skfleet-trainer-" in result.stdout, result.stdout[-3000:]
+    assert "TASK [trainer : Say what the run found" in result.stdout, result.stdout[-3000:]
     assert f"run {run.name} fetched to {run} (" in result.stdout
     results = json.loads((run / "results.json").read_text())
     best = ", ".join(f"{name.removeprefix('classifier__')}={value}" for name, value in sorted(results["best_params"].items()))

@@ -1,4 +1,7 @@
-"""ForestGridSearchCV against GridSearchCV: equal scores, ranks, best candidate and refitted model, fewer trees."""
+"""ForestGridSearchCV against GridSearchCV: equal scores, ranks, best candidate and refitted model, fewer trees.
+
+Forests share their trees (n_estimators), histogram gradient boosting its stages (max_iter).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,14 @@ import pytest
 from distributed import Client, LocalCluster
 from sklearn.base import clone
 from sklearn.datasets import make_classification, make_regression
-from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor, RandomForestClassifier, RandomForestRegressor
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
 from sklearn.metrics import brier_score_loss, f1_score, make_scorer
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
@@ -18,7 +28,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier, ExtraTreeRegressor
 
 from skfleet import model
-from skfleet.forest_search import ForestGridSearchCV
+from skfleet.forest_search import ForestGridSearchCV, _with_trees
 
 
 def binary() -> tuple[np.ndarray, np.ndarray]:
@@ -118,6 +128,43 @@ CASES = {
         lambda: make_regression(n_samples=200, n_features=6, noise=5.0, random_state=0),
         {"scoring": "r2", "cv": 3},
     ),
+    # Gradient boosting's stages: one fit of the largest max_iter answers every smaller one.
+    "boosting in a pipeline, accuracy": (
+        Pipeline(
+            [("scale", StandardScaler()), ("classifier", HistGradientBoostingClassifier(early_stopping=False, random_state=3))]
+        ),
+        {"classifier__max_iter": [5, 10, 20, 40], "classifier__max_depth": [2, 4, None]},
+        binary,
+        {"scoring": "accuracy", "cv": 3},
+    ),
+    "boosting, roc_auc on its decision function, train scores, learning rates": (
+        HistGradientBoostingClassifier(early_stopping=False, random_state=7),
+        {"max_iter": [3, 12, 6], "learning_rate": [0.05, 0.3]},
+        binary,
+        {"scoring": "roc_auc", "cv": 4, "return_train_score": True},
+    ),
+    "boosting, three classes, log loss, feature subsampling": (
+        HistGradientBoostingClassifier(early_stopping=False, random_state=11, max_features=0.5),
+        {"max_iter": [4, 8, 16], "min_samples_leaf": [5, 20]},
+        three_classes,
+        {"scoring": "neg_log_loss", "cv": 3},
+    ),
+    "boosting, string classes, two metrics, refit on f1": (
+        HistGradientBoostingClassifier(early_stopping=False, random_state=5),
+        {"max_iter": [2, 5, 9], "max_depth": [3, None]},
+        lambda: (binary()[0], np.where(binary()[1] == 1, "late", "on time")),
+        {
+            "scoring": {"accuracy": "accuracy", "f1 late": make_scorer(f1_score, pos_label="late")},
+            "refit": "f1 late",
+            "cv": 3,
+        },
+    ),
+    "a boosting regressor, r2": (
+        HistGradientBoostingRegressor(early_stopping=False, random_state=4),
+        {"max_iter": [4, 8, 16], "max_depth": [3, None]},
+        lambda: make_regression(n_samples=200, n_features=6, noise=5.0, random_state=0),
+        {"scoring": "r2", "cv": 3},
+    ),
 }
 
 
@@ -189,11 +236,16 @@ def test_the_trainer_pipeline_on_flights_equals_grid_search(asa_csv) -> None:
         (RandomForestClassifier(), "no integer random_state"),
         (RandomForestClassifier(random_state=1, oob_score=True), "oob_score"),
         (RandomForestClassifier(random_state=1, warm_start=True), "warm_start"),
+        (HistGradientBoostingClassifier(random_state=1), "early_stopping='auto' may end a model before max_iter"),
+        (HistGradientBoostingClassifier(random_state=1, early_stopping=True), "set early_stopping=False"),
+        (HistGradientBoostingClassifier(early_stopping=False), "no integer random_state"),
+        (HistGradientBoostingClassifier(early_stopping=False, random_state=1, warm_start=True), "warm_start"),
     ],
 )
 def test_settings_that_break_the_shared_trees_fall_back_to_one_fit_per_candidate(estimator, reason, caplog) -> None:
     X, y = binary()
-    grid = {"n_estimators": [2, 4], "max_depth": [2, 3]}
+    size = "max_iter" if isinstance(estimator, HistGradientBoostingClassifier) else "n_estimators"
+    grid = {size: [2, 4], "max_depth": [2, 3]}
     with caplog.at_level(logging.INFO, logger="skfleet.forest_search"):
         ours = ForestGridSearchCV(estimator, grid, cv=3).fit(X, y)
     assert reason in ours.shared_trees_.fallback
@@ -238,3 +290,34 @@ def test_under_joblibs_dask_backend_the_forests_are_cluster_tasks() -> None:
         ours = ForestGridSearchCV(estimator, grid, cv=3, n_jobs=-1).fit(X, y)
     assert_same_search(ours, GridSearchCV(estimator, grid, cv=3).fit(X, y), X)
     assert ours.shared_trees_.forest_fits == 6
+
+
+@pytest.mark.parametrize("X", [binary()[0], three_classes()[0]])
+def test_a_boosting_model_cut_to_its_first_stages_is_the_smaller_model(X) -> None:
+    """The fallback where staged answers can't serve (the model inside a pipeline's middle): a copy of the first k stages."""
+    y = binary()[1] if len(X) == 240 else three_classes()[1]
+    largest = HistGradientBoostingClassifier(max_iter=12, early_stopping=False, random_state=2).fit(X, y)
+    for k in (1, 5, 12):
+        smaller = HistGradientBoostingClassifier(max_iter=k, early_stopping=False, random_state=2).fit(X, y)
+        for method in ("predict", "predict_proba", "decision_function"):
+            np.testing.assert_array_equal(getattr(_with_trees(largest, [], k), method)(X), getattr(smaller, method)(X))
+    assert largest.n_iter_ == 12  # the copy left the fitted model whole
+
+
+def test_each_boosting_answer_is_read_once_per_fold(monkeypatch) -> None:
+    """accuracy (predict) and roc_auc (decision_function): each staged method once per fold, for every max_iter."""
+    calls: list[str] = []
+    for method in ("staged_predict", "staged_predict_proba", "staged_decision_function"):
+        original = getattr(HistGradientBoostingClassifier, method)
+
+        def counted(self, X, original=original, method=method):
+            calls.append(method)
+            yield from original(self, X)
+
+        monkeypatch.setattr(HistGradientBoostingClassifier, method, counted)
+    X, y = binary()
+    estimator = HistGradientBoostingClassifier(early_stopping=False, random_state=0)
+    search = ForestGridSearchCV(estimator, {"max_iter": [2, 4, 8]}, scoring=["accuracy", "roc_auc"], refit=False, cv=3)
+    search.fit(X, y)
+    assert sorted(calls) == ["staged_decision_function"] * 3 + ["staged_predict"] * 3
+    assert search.shared_trees_.describe() == "9 fits answered by 3 boosting fits (24 of 42 iterations)"
