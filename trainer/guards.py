@@ -5,6 +5,7 @@ skfleet.search runs the searches inside these guards:
 - ClusterBackend: every fit through skfleet's joblib backend, each finished fit checkpointed and
   a fit the checkpoint holds answered from it (skfleet/checkpoint.py);
 - PausedWatchdog: ends a search whose every worker stays paused at its memory limit;
+- SilentScheduler: ends a search whose scheduler stops answering (frozen, paused, cut off);
 - DroppedWorkers: says which worker left mid-search, and why;
 - fit_again_after_lost_data, lost_fits_error, memory_limit: a search whose data went with a
   dropped worker fitted again, and any other lost fit explained (the scheduler, memory, a
@@ -111,31 +112,29 @@ class ClusterBackend(SkfleetBackend):
         return super().submit(remaining, finished)
 
 
-class PausedWatchdog(Poller):
-    """Ends a search that can't go on: every worker paused at its memory limit for PATIENCE seconds.
+class Watchdog(Poller):
+    """Polls from a thread and, when the search can't go on, says why (`reason`) and interrupts it.
 
-    Dask pauses a worker at 80% of its memory limit and resumes it when memory falls. Memory
-    held outside Dask's data (a fit's arrays, a deserialized frame) does not fall: with every
-    worker paused, no task ever starts again and the search would wait forever. The watchdog
-    polls the scheduler from a thread and interrupts the search when that lasts, and again every
-    RESEND_INTERVALS polls until the search has caught it (`stop`): Python drops a KeyboardInterrupt
-    that lands in a gc callback or a `__del__` (skfleet/interrupts.py), and a search whose one
-    interrupt was dropped waited for ever.
+    It interrupts the main thread, where joblib waits, as Ctrl-C would, and again every
+    RESEND_INTERVALS polls until the search has caught it (`stop`): Python drops a
+    KeyboardInterrupt that lands in a gc callback or a `__del__` (skfleet/interrupts.py), and a
+    search whose one interrupt was dropped waited for ever. PATIENCE 0 turns it off.
     """
 
     RESEND_INTERVALS = 2
-    thread_name = "skfleet-paused-watchdog"
+    # A poll may wait out its deadline on a silent scheduler, and the search's end must not: once
+    # stopped, a watchdog interrupts nothing (`_interrupt`), so a late poll is harmless.
+    join_timeout = 1.0
 
     def __init__(self, client: Client, patience: float, interval: float = 1.0) -> None:
         super().__init__(interval)
         self.client = client
         self.patience = patience
         self.reason: str | None = None
-        self._paused_since: float | None = None
         self._sending = threading.Lock()  # held while interrupting: none is sent once `stop` returns
         self._interruptible = contextlib.ExitStack()
 
-    def __enter__(self) -> PausedWatchdog:
+    def __enter__(self) -> Watchdog:
         if self.patience > 0:
             # Where SIGINT is ignored (a background job), interrupt_main would do nothing.
             self._interruptible.enter_context(interruptible())
@@ -159,6 +158,28 @@ class PausedWatchdog(Poller):
             _thread.interrupt_main()  # joblib, waiting in the main thread, unwinds as on Ctrl-C
             return True
 
+    def end(self, reason: str) -> bool:
+        """Give REASON as why the search stopped, and interrupt it until it has caught it; give False (stop polling)."""
+        self.reason = reason
+        while self._interrupt() and not self.wait(self.interval * self.RESEND_INTERVALS):
+            pass
+        return False
+
+
+class PausedWatchdog(Watchdog):
+    """Ends a search that can't go on: every worker paused at its memory limit for PATIENCE seconds.
+
+    Dask pauses a worker at 80% of its memory limit and resumes it when memory falls. Memory
+    held outside Dask's data (a fit's arrays, a deserialized frame) does not fall: with every
+    worker paused, no task ever starts again and the search would wait forever.
+    """
+
+    thread_name = "skfleet-paused-watchdog"
+
+    def __init__(self, client: Client, patience: float, interval: float = 1.0) -> None:
+        super().__init__(client, patience, interval)
+        self._paused_since: float | None = None
+
     def poll(self) -> bool:
         try:
             # Bounded: a poll that never came back left the search without its watchdog.
@@ -174,16 +195,52 @@ class PausedWatchdog(Poller):
             return True
         memory = [worker.get("metrics", {}).get("memory", 0) for worker in workers]
         limits = [worker.get("memory_limit") or 0 for worker in workers]
-        self.reason = (
+        return self.end(
             f"all {len(workers)} workers have been paused for {self.patience:.0f} s at "
             f"{span(format_bytes(min(memory)), format_bytes(max(memory)))} of their "
             f"{span(format_bytes(min(limits)), format_bytes(max(limits)))} memory limit: Dask pauses a worker "
-            "at 80% of its limit, and these never went back under it"
+            "at 80% of its limit, and these never went back under it. Fix: " + MEMORY_FIX
         )
-        # Again until the search says it has caught one.
-        while self._interrupt() and not self.wait(self.interval * self.RESEND_INTERVALS):
-            pass
-        return False
+
+
+class SilentScheduler(Watchdog):
+    """Ends a search whose scheduler has not answered for PATIENCE seconds: frozen, paused, or cut off.
+
+    A frozen scheduler (`docker pause`, a suspended VM, a blocked event loop) keeps its
+    connections open and says nothing, so the client waits for the fits' results for ever: no
+    error ever comes. Each poll asks the scheduler for its identity, bounded by the time left
+    of PATIENCE; a killed scheduler closes its connections, and the search's own error says so
+    first. A busy scheduler answers within a second (docs/reliability.md).
+    """
+
+    thread_name = "skfleet-scheduler-watchdog"
+
+    def __init__(self, client: Client, patience: float, interval: float = 1.0) -> None:
+        super().__init__(client, patience, interval)
+        self._answered = time.monotonic()
+
+    def start(self) -> None:
+        self._answered = time.monotonic()
+        super().start()
+
+    def poll(self) -> bool:
+        left = self.patience - (time.monotonic() - self._answered)
+        try:
+            identity(self.client, timeout=max(left, self.interval))
+        except Exception as error:  # no answer (a timeout, a closed connection): silent so far
+            log.debug("the scheduler did not answer the watchdog: %s", first_line(error))
+        else:
+            self._answered = time.monotonic()
+            return True
+        silent = time.monotonic() - self._answered
+        if silent < self.patience:
+            return True
+        return self.end(
+            f"the scheduler at {self.client.scheduler.address} has not answered for {silent:.0f} s "
+            f"(--scheduler-timeout {self.patience:g}): it is frozen, paused or cut off from this machine. "
+            "Fix: check its container or VM (docker ps, docker logs), then run the same command again: "
+            "the fits finished so far are reused from the checkpoint"
+        )
 
 
 class DroppedWorkers(Poller):
@@ -198,6 +255,7 @@ class DroppedWorkers(Poller):
     """
 
     thread_name = "skfleet-dropped-workers"
+    join_timeout = 1.0  # its poll may wait out POLL_TIMEOUT_S on a silent scheduler; a late one only logs
 
     def __init__(self, client: Client, interval: float = 1.0) -> None:
         super().__init__(interval)
@@ -207,7 +265,7 @@ class DroppedWorkers(Poller):
 
     def poll(self) -> bool:
         try:
-            workers = identity(self.client)["workers"]
+            workers = identity(self.client, timeout=POLL_TIMEOUT_S)["workers"]
             for address in sorted(set(self._known or ()) - set(workers)):
                 self._report(address, self._known[address])
         except (OSError, TimeoutError, RuntimeError):

@@ -77,6 +77,11 @@ def feature_matrix(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     return features, frame[TARGET_COLUMN]
 
 
+def empty_features(features: pd.DataFrame) -> list[str]:
+    """Give the feature columns empty (missing) in every row: the model can learn nothing from them."""
+    return [column for column in features.columns if features[column].isna().all()]
+
+
 class CategoryCodes(TransformerMixin, BaseEstimator):
     """Ordinal codes of text columns over vocabularies learned in `fit`.
 

@@ -10,10 +10,13 @@ class Poller:
     """Call `poll` from a daemon thread every INTERVAL seconds, from entering the block until leaving it.
 
     `poll` returns False to stop early. Leaving the block stops the thread and joins it, so
-    nothing polls once the block has ended.
+    nothing polls once the block has ended (within `join_timeout`, where one is set).
     """
 
     thread_name = "skfleet-poller"
+    # Seconds leaving the block waits for a poll under way (None: until it ends). A poller whose poll
+    # may block on a silent peer, and whose late result is harmless, bounds it; the thread is a daemon.
+    join_timeout: float | None = None
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
@@ -42,7 +45,7 @@ class Poller:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
         if self._thread.is_alive():
-            self._thread.join()
+            self._thread.join(self.join_timeout)
 
     def _run(self) -> None:
         while not self.wait(self.interval):

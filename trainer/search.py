@@ -30,10 +30,10 @@ from skfleet.errors import ClusterError, InputError, first_line
 from skfleet.forest_search import ForestGridSearchCV, SharedTrees
 from skfleet.guards import (
     CLUSTER_BACKEND,
-    MEMORY_FIX,
     ClusterBackend,
     DroppedWorkers,
     PausedWatchdog,
+    SilentScheduler,
     fit_again_after_lost_data,
     lost_fits_error,
     memory_limit,
@@ -167,11 +167,13 @@ def run(
     client: Client,
     checkpoint: FitCheckpoint | None = None,
     paused_timeout: float = 0,
+    scheduler_timeout: float = 0,
 ) -> SearchOutcome:
     """Give the search (exhaustive or halving) fitted on (X, y) with every fit running on `client`'s cluster.
 
     With a checkpoint, fits it holds are reused and new ones are added as they finish.
-    PAUSED_TIMEOUT > 0 ends a search whose workers all stay paused at their memory limit that long.
+    PAUSED_TIMEOUT > 0 ends a search whose workers all stay paused at their memory limit that long;
+    SCHEDULER_TIMEOUT > 0 one whose scheduler has not answered that long (exit 3, the checkpoint kept).
     """
     check_no_leak(X.columns)
     n_candidates = len(ParameterGrid(search.param_grid))
@@ -213,7 +215,8 @@ def run(
         joblib.register_parallel_backend(CLUSTER_BACKEND, ClusterBackend)
         backend = joblib.parallel_backend(CLUSTER_BACKEND, checkpoint=checkpoint, progress=bar)
         with (
-            PausedWatchdog(client, paused_timeout) as watchdog,
+            PausedWatchdog(client, paused_timeout) as paused,
+            SilentScheduler(client, scheduler_timeout) as silent,
             DroppedWorkers(client),
             backend,
             joblib.parallel_config(verbose=lines),
@@ -223,10 +226,12 @@ def run(
             try:
                 fit_again_after_lost_data(search, X, y, client, checkpoint)
             except KeyboardInterrupt:
-                watchdog.stop()
-                if watchdog.reason is None:
+                for watchdog in (paused, silent):
+                    watchdog.stop()
+                reason = paused.reason or silent.reason
+                if reason is None:
                     raise
-                raise ClusterError(f"the search stopped: {watchdog.reason}. Fix: {MEMORY_FIX}") from None
+                raise ClusterError(f"the search stopped: {reason}") from None
             finally:
                 if bar is not None:
                     bar.close()

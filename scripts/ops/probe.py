@@ -12,6 +12,7 @@ connect timeout, 30 s, on each of the others). On failure the document is {"erro
 the exit code 1.
 """
 
+import asyncio
 import json
 import os
 import socket
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 
 from distributed import Client
 from distributed.comm import connect
+from distributed.security import Security
 from distributed.versions import get_versions
 
 CONNECT_TIMEOUT_S = 10
@@ -48,15 +50,26 @@ def dashboard_host(scheduler_address, port):
     return None
 
 
+async def handshake(address):
+    """Connect and complete Dask's handshake within CONNECT_TIMEOUT_S (+1), then close (skfleet.cluster.handshake says why)."""
+    connecting = connect(address, timeout=CONNECT_TIMEOUT_S, **Security().get_connection_args("client"))
+    try:
+        comm = await asyncio.wait_for(connecting, CONNECT_TIMEOUT_S + 1)
+    except TimeoutError:
+        raise TimeoutError(f"{address} did not complete Dask's handshake within {CONNECT_TIMEOUT_S} s") from None
+    comm.abort()
+
+
 def probe(address, packages):
     address = address or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if not address:  # Client() would start a cluster of its own
         raise ValueError("no scheduler address given and DASK_SCHEDULER_ADDRESS is not set")
+    asyncio.run(handshake(address))  # Client's start would wait for a silent scheduler for good
     with Client(address, timeout=CONNECT_TIMEOUT_S) as client:
         connection_args = client.security.get_connection_args("client")
         # Asked now, not client.scheduler_info(): its cache's periodic refresh carries no workers
         # (skfleet.cluster.identity says more; this script runs with distributed alone).
-        info = client.sync(client.scheduler.identity, n_workers=-1)
+        info = client.sync(client.scheduler.identity, n_workers=-1, callback_timeout=CONNECT_TIMEOUT_S)
         workers = {}
         for worker_address, worker in info["workers"].items():
             metrics = worker.get("metrics", {})

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,8 @@ def test_binary_garbage(tmp_path: Path, output: Path, capsys) -> None:
     path = tmp_path / "garbage.csv.gz"
     path.write_bytes(b"\x00\x01\x02not gzip at all\xff" * 50)
     code, stderr = run(["--data", str(path)], output, capsys)
-    assert_clean_failure(code, stderr, output, 2, str(path), "unreadable")
+    # Read as what its first bytes say (not gzip), and the name's claim named.
+    assert_clean_failure(code, stderr, output, 2, str(path), "its name says gzip, but its first bytes are not compressed", "NUL")
 
 
 def test_unknown_layout_lists_missing_columns(tmp_path: Path, output: Path, capsys) -> None:
@@ -106,6 +108,27 @@ def test_more_folds_than_rows_of_any_class(tmp_path: Path, output: Path, capsys)
     assert_clean_failure(code, stderr, output, 2, "tiny.csv: cv=12 folds need 12 training rows of a class", "lower --cv")
 
 
+def test_a_feature_empty_in_every_row_is_named(tmp_path: Path, output: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    frame = asa_frame(n_rows=300)
+    frame["Distance"] = None
+    path = write_csv(frame, tmp_path / "no-distance.csv")
+    grid = ["--param", "n_estimators=2", "--param", "max_depth=2", "--cv", "2", "--workers", "1"]
+    code = main(["--data", str(path), *grid, "--output", str(output)])
+    assert code == 0
+    assert "no-distance.csv: feature Distance is empty in every row: the model learns nothing from it" in capsys.readouterr().err
+
+
+def test_a_file_whose_every_feature_is_empty_is_refused(tmp_path: Path, output: Path, capsys) -> None:
+    # It trained to AUC 0.5000, an accuracy equal to the majority baseline's, without a word.
+    frame = asa_frame(n_rows=300)
+    features = ["Month", "DayofMonth", "DayOfWeek", "CRSDepTime", "CRSArrTime", "FlightNum", "Distance", "UniqueCarrier"]
+    frame[[*features, "Origin", "Dest"]] = None
+    path = write_csv(frame, tmp_path / "empty.csv")
+    code, stderr = run(["--data", str(path)], output, capsys)
+    assert_clean_failure(code, stderr, output, 2, "empty.csv: every feature is empty (Month, ", "nothing but the base rate")
+
+
 def test_unknown_grid_parameter(tmp_path: Path, output: Path, capsys) -> None:
     grid = tmp_path / "grid.yaml"
     grid.write_text("param_grid:\n  n_estimators: [2, 4]\n  max_dept: [2]\n")
@@ -131,6 +154,19 @@ def test_unreachable_scheduler_exits_3(output: Path, capsys, monkeypatch) -> Non
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:9")
     code, stderr = run(["--synthetic-rows", "300", "--workers-timeout", "2"], output, capsys)
     assert_clean_failure(code, stderr, output, 3, "cannot reach the Dask scheduler at tcp://127.0.0.1:9")
+
+
+def test_a_scheduler_address_that_accepts_and_never_answers_exits_3_within_the_workers_timeout(
+    silent_port: str, output: Path, capsys, monkeypatch
+) -> None:
+    """A wrong port, a load balancer, a half-started container: the trainer names the address and what did not happen."""
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", silent_port)
+    started = time.monotonic()
+    code, stderr = run(["--synthetic-rows", "300", "--workers-timeout", "2"], output, capsys)
+    assert time.monotonic() - started < 15
+    assert_clean_failure(
+        code, stderr, output, 3, f"the Dask scheduler at {silent_port} did not complete Dask's handshake within 2 s"
+    )
 
 
 def test_distributeds_logs_stay_quiet_in_a_real_process_after_distributed_sets_its_own_levels() -> None:

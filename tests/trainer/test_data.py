@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import lzma
 import math
 import shutil
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -168,7 +170,7 @@ def test_out_of_range_values_are_quoted_as_written(tmp_path: Path, written: str,
             "the header is one column holding semicolons: the trainer reads comma-separated",
         ),
         (lambda text: text.replace(",", "\t").encode(), "the header is one column holding tabs"),
-        (lambda text: text.encode("utf-16"), "the header holds NUL bytes (UTF-16 text?): save the file as UTF-8"),
+        (lambda text: text.encode("utf-16"), "the header holds NUL bytes (binary data, or UTF-16 text?): save the file as UTF-8"),
         (lambda text: text.split("\n", 1)[1].encode(), "the first line holds values, not column names (is the header missing?)"),
     ],
     ids=["semicolons", "tabs", "utf-16", "no-header"],
@@ -217,3 +219,52 @@ def test_empty_file(tmp_path: Path) -> None:
     path.touch()
     with pytest.raises(InputError, match=r"empty.csv: empty file$"):
         data.load(path)
+
+
+def compressed(text: bytes, compression: str, path: Path) -> Path:
+    """Write TEXT to PATH in COMPRESSION (the name says nothing of it): gzip, bz2, xz, zstd (pyarrow's codec) or zip."""
+    if compression == "zstd":
+        import pyarrow
+
+        with pyarrow.output_stream(str(path), compression="zstd") as stream:
+            stream.write(text)
+    elif compression == "zip":
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("flights.csv", text)
+    else:
+        path.write_bytes({"gzip": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}[compression](text))
+    return path
+
+
+@pytest.mark.parametrize("compression", ["gzip", "bz2", "xz", "zstd", "zip"])
+@pytest.mark.parametrize("name", ["flights.csv", "flights.txt", "flights.csv.gz"])
+def test_a_compressed_file_is_read_by_its_content_whatever_its_name(tmp_path: Path, compression: str, name: str) -> None:
+    # A gzip file named .csv was called UTF-16 text ("the header holds NUL bytes"), its first bytes said gzip.
+    text = asa_frame().to_csv(index=False, na_rep="NA").encode()
+    plain = data.load(write_csv(asa_frame(), tmp_path / "plain.csv"))
+    path = compressed(text, compression, tmp_path / name)
+    assert data.sniff(path) == compression
+    loaded = data.load(path)
+    pd.testing.assert_frame_equal(loaded.frame, plain.frame)
+    assert (loaded.layout, loaded.n_rows_read) == (plain.layout, plain.n_rows_read)
+
+
+def test_parquet_is_read_by_its_content_and_plain_text_named_gz_as_text(tmp_path: Path) -> None:
+    frame = asa_frame()
+    plain = data.load(write_csv(frame, tmp_path / "plain.csv"))
+    frame.to_parquet(tmp_path / "flights.csv")
+    assert data.sniff(tmp_path / "flights.csv") == "parquet"
+    # The same values (Parquet keeps the frame's own integer widths).
+    pd.testing.assert_frame_equal(data.load(tmp_path / "flights.csv").frame, plain.frame, check_dtype=False)
+    (tmp_path / "flights.csv.gz").write_bytes((tmp_path / "plain.csv").read_bytes())
+    assert data.sniff(tmp_path / "flights.csv.gz") is None
+    pd.testing.assert_frame_equal(data.load(tmp_path / "flights.csv.gz").frame, plain.frame)
+
+
+def test_a_truncated_compressed_file_is_named_with_its_compression(tmp_path: Path) -> None:
+    text = asa_frame(n_rows=2000).to_csv(index=False, na_rep="NA").encode()
+    path = compressed(text, "xz", tmp_path / "flights.csv")
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(InputError) as error:
+        data.load(path)
+    assert str(error.value).startswith(f"{path}: unreadable")

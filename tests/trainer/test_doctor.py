@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from distributed import Client, LocalCluster
 
@@ -53,6 +55,15 @@ def test_unreachable_is_exit_3(capsys) -> None:
     code, _, err = doctor("tcp://127.0.0.1:9", capsys)
     assert code == 3
     assert err.startswith("error: cannot reach the Dask scheduler at tcp://127.0.0.1:9")
+
+
+def test_a_port_that_accepts_and_never_answers_is_exit_3_within_the_timeout(silent_port: str, capsys) -> None:
+    started = time.monotonic()
+    code = main(["doctor", "--scheduler", silent_port, "--timeout", "1"])
+    assert code == 3 and time.monotonic() - started < 10
+    assert capsys.readouterr().err.startswith(
+        f"error: the Dask scheduler at {silent_port} did not complete Dask's handshake within 1 s"
+    )
 
 
 def test_no_address_is_exit_3(capsys, monkeypatch) -> None:
