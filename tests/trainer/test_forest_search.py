@@ -133,7 +133,7 @@ CASES = {
         Pipeline(
             [("scale", StandardScaler()), ("classifier", HistGradientBoostingClassifier(early_stopping=False, random_state=3))]
         ),
-        {"classifier__max_iter": [5, 10, 20, 40], "classifier__max_depth": [2, 4, None]},
+        {"classifier__max_iter": [3, 6, 12], "classifier__max_depth": [2, None]},
         binary,
         {"scoring": "accuracy", "cv": 3},
     ),
@@ -145,7 +145,7 @@ CASES = {
     ),
     "boosting, three classes, log loss, feature subsampling": (
         HistGradientBoostingClassifier(early_stopping=False, random_state=11, max_features=0.5),
-        {"max_iter": [4, 8, 16], "min_samples_leaf": [5, 20]},
+        {"max_iter": [3, 6, 9], "min_samples_leaf": [5, 20]},
         three_classes,
         {"scoring": "neg_log_loss", "cv": 3},
     ),
