@@ -242,11 +242,11 @@ def search_config(args: argparse.Namespace) -> tuple[SearchConfig, dict[str, str
     return config, sources
 
 
-def check_features(frame: Any, name: str) -> None:
+def check_features(X_train: Any, X_test: Any, name: str) -> None:  # noqa: N803
     """Warn of each feature empty in every row; refuse a frame whose every feature is (only the base rate to learn)."""
-    features, _ = model.feature_matrix(frame)
-    empty = model.empty_features(features)
-    if len(empty) == len(features.columns):
+    empty_in_test = set(model.empty_features(X_test))
+    empty = [column for column in model.empty_features(X_train) if column in empty_in_test]
+    if len(empty) == len(X_train.columns):
         raise InputError(f"{name}: every feature is empty ({', '.join(empty)}): the model could learn nothing but the base rate")
     for column in empty:
         log.warning("%s: feature %s is empty in every row: the model learns nothing from it", name, column)
@@ -291,10 +291,10 @@ def train(args: argparse.Namespace, result: TextIO | None = None) -> int:
     if mismatches:
         log.warning("%d rows disagree with the file's own ArrDel15 column", mismatches)
     frame = data.restrict(dataset.frame, top_routes=args.top_routes, sample_rows=args.sample_rows, seed=config.split_random_state)
-    check_features(frame, dataset.name)
     train_frame, test_frame = data.split(frame, test_size=config.test_size, seed=config.split_random_state)
     X_train, y_train = model.feature_matrix(train_frame)  # noqa: N806
     X_test, y_test = model.feature_matrix(test_frame)  # noqa: N806
+    check_features(X_train, X_test, dataset.name)
     if y_train.nunique() < 2:
         raise InputError(f"{dataset.name}: the training split holds a single class; use more rows")
     largest = int(y_train.value_counts().max())

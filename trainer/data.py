@@ -280,7 +280,8 @@ def read_header(path: Path) -> list[str]:
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise _unreadable(path, error, "unreadable as CSV") from None
     except (UnicodeDecodeError, OSError, ValueError, EOFError) as error:
-        kind = "Parquet" if is_parquet(path) else f"{sniff(path)}-compressed CSV" if sniff(path) else "CSV"
+        found = sniff(path)
+        kind = "Parquet" if is_parquet(path) else f"{found}-compressed CSV" if found else "CSV"
         raise InputError(f"{path}: unreadable as {kind}: {first_line(error)}") from None
 
 

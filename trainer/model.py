@@ -185,17 +185,16 @@ class ModelKind:
     """One kind of model the trainer can search: what differs between estimators, declared once.
 
     `classifier` gives the unfitted estimator for a seed; its parameters are the grid keys the
-    kind accepts (bare names, e.g. max_depth). `size` is the parameter whose smaller values are
-    prefixes of the largest (shared fits, skfleet/forest_search.py). `figures` are the ids of the
-    report's model-specific figures it can draw (every kind gets the others), `trusted_types` what
-    its model file holds beyond skops' defaults.
+    kind accepts (bare names, e.g. max_depth). Which of them shares fits (a forest's
+    n_estimators, boosting's max_iter) skfleet/forest_search.py knows from the classifier's type.
+    `figures` are the ids of the report's model-specific figures it can draw (every kind gets the
+    others), `trusted_types` what its model file holds beyond skops' defaults.
     """
 
     name: str  # the --model value
     title: str  # in words, for messages and the report
     classifier: Callable[[int], Any]
     default_grid: dict[str, list[Any]]
-    size: str
     figures: tuple[str, ...]
     trusted_types: tuple[str, ...]
 
@@ -209,7 +208,6 @@ RANDOM_FOREST = ModelKind(
     title="random forest",
     classifier=lambda seed: RandomForestClassifier(random_state=seed),
     default_grid=DEFAULT_GRID,  # the original demo's
-    size="n_estimators",
     figures=("importances",),
     trusted_types=("sklearn.tree._tree.Tree",),
 )
@@ -221,7 +219,6 @@ HIST_GRADIENT_BOOSTING = ModelKind(
     # max_iter itself on its folds instead of a validation split carved out of each.
     classifier=lambda seed: HistGradientBoostingClassifier(early_stopping=False, random_state=seed),
     default_grid={"max_iter": [50, 100, 200, 400], "learning_rate": [0.1, 0.2, 0.4]},
-    size="max_iter",
     figures=(),  # no impurity importances: the page leaves that figure out
     trusted_types=("sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",),
 )

@@ -180,6 +180,7 @@ def run(
     planned = planned_rounds(search, len(X), y.nunique())
     n_fits = sum(candidates for candidates, _ in planned) * search.cv
     shared = shared_trees_plan(search)
+    ensemble = search.ensemble() if shared else None
     if isinstance(search, HalvingGridSearchCV):
         log.info(
             "successive halving, factor %d: %s candidates on %s rows, x %d folds = %d fits on %s",
@@ -196,7 +197,7 @@ def run(
             n_candidates,
             search.cv,
             n_fits,
-            f", answered by {shared} {search.ensemble().name} fits (the largest {search.ensemble().size} of each group; "
+            f", answered by {shared} {ensemble.name} fits (the largest {ensemble.size} of each group; "
             "--no-shared-trees fits each)"
             if shared
             else "",

@@ -41,7 +41,10 @@ def test_every_kind_declares_a_default_grid_its_classifier_accepts_and_a_size_it
     for kind in model.KINDS.values():
         pipeline = model.build_pipeline(10, kind.name)
         assert type(pipeline.named_steps["classifier"]) is type(kind.classifier(0))
-        assert set(kind.default_grid) <= set(kind.parameters()) and kind.size in kind.default_grid
+        assert set(kind.default_grid) <= set(kind.parameters())
+        # Its default grid shares fits: one per fold answers every size of the grid.
+        grid = {f"classifier__{name}": values for name, values in kind.default_grid.items()}
+        assert ForestGridSearchCV(pipeline, grid).forests_per_fold() is not None
         assert pipeline.named_steps["classifier"].random_state == 10
         assert set(kind.figures) <= {known.id for known in figures.FIGURES if known.model_specific}
         assert set(kind.trusted_types) <= set(run_files.TRUSTED_MODEL_TYPES)
