@@ -18,6 +18,11 @@ trainer learned:
   unless the client was told otherwise, and to every worker: joblib's own backend scatters each
   large argument (the data, a fold's indices) to one worker, and a worker that is dropped
   before the others fetched it takes the only copy with it, cancelling every fit that needs it.
+- A search's data goes once: what was copied to the workers for one Parallel call is used by
+  the next ones (a search's refit) for as long as the backend and the data live.
+- A task may need the results of other work first (skfleet/subtasks.py: a forest's exact
+  chunks): each of that work's calls becomes a Dask task of its own, and the task gets their
+  results straight from the workers that made them.
 - Versions are checked as the backend starts: a client whose scikit-learn, numpy, ... differs
   from the cluster's is refused with the words `doctor` prints.
 """
@@ -35,11 +40,12 @@ import joblib
 from dask.sizeof import sizeof
 from dask.utils import parse_timedelta
 from distributed import Client
-from joblib._dask import DaskDistributedBackend, is_weakrefable
+from joblib._dask import DaskDistributedBackend, _WeakKeyDictionary, is_weakrefable
 from joblib._parallel_backends import FallbackToBackend, ThreadingBackend
 
 from skfleet import cluster
 from skfleet.errors import ClusterError, first_line
+from skfleet.subtasks import Subtasks
 
 # joblib's Dask backend scatters an argument larger than this (bytes, by dask's sizeof) instead of
 # sending it inside each task.
@@ -61,11 +67,19 @@ class SkfleetBackend(DaskDistributedBackend):
             cluster.check_versions(self.client)
         self._saved_direct: bool | None = None
         self._copies: set[asyncio.Future[Any]] = set()  # on the client's loop: touched there alone
+        # Each large argument's future once it is on the workers, for the calls that follow (touched on the loop alone).
+        self._kept = _WeakKeyDictionary()
+
+    def subtask_threads(self) -> int:
+        """Give the worker threads the tasks' subtasks (skfleet/subtasks.py) run on: this backend runs them."""
+        return sum(self.client.nthreads().values())
 
     async def _to_func_args(self, func: Any) -> tuple[Any, list[Any]]:
         try:
             self._broadcast_large_arguments(func)
             batch, tasks = await super()._to_func_args(func)
+            for _, args, kwargs in tasks:
+                self._submit_subtasks(args, kwargs)
         except Exception:
             if self.client.status == "running":
                 raise
@@ -76,6 +90,18 @@ class SkfleetBackend(DaskDistributedBackend):
         # joblib's Dask backend wraps each batch in a callable that runs it under its own backend
         # ("dask"): that is what sends a task's nested work to the cluster. Ours runs it in place.
         return InProcessBatch(repr(batch)), tasks
+
+    def _submit_subtasks(self, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """Submit each call of the task's Subtasks arguments as a Dask task; the task gets the list of their futures."""
+        for name, value in kwargs.items():
+            if isinstance(value, Subtasks):
+                kwargs[name] = [
+                    self.client.submit(
+                        function, *call_args, key=f"{function.__name__}-{uuid.uuid4().hex}", priority=priority, pure=False,
+                        **call_kwargs,
+                    )
+                    for function, call_args, call_kwargs, priority in value.calls(args, kwargs)
+                ]  # fmt: skip
 
     def _broadcast_large_arguments(self, func: Any) -> None:
         """Scatter each large argument of the batch FUNC to every worker, where joblib would scatter it to one.
@@ -95,7 +121,20 @@ class SkfleetBackend(DaskDistributedBackend):
                 try:
                     pending[argument]
                 except KeyError:
-                    pending[argument] = asyncio.ensure_future(self._broadcast(argument))
+                    pending[argument] = asyncio.ensure_future(self._kept_or_broadcast(argument))
+
+    async def _kept_or_broadcast(self, argument: Any) -> Any:
+        """Give the future of ARGUMENT on the workers: an earlier call's while it still holds, else a new broadcast."""
+        try:
+            kept = self._kept[argument]
+        except KeyError:
+            kept = None
+        if kept is not None and kept.status == "finished":
+            return kept
+        future = await self._broadcast(argument)
+        if future is not None:
+            self._kept[argument] = future
+        return future
 
     async def _broadcast(self, argument: Any) -> Any:
         """Give the future of ARGUMENT, sent to every running worker under one key; None if none took it.

@@ -26,8 +26,9 @@ import joblib
 import numpy as np
 
 FOLDER = ".checkpoints"
-# _fit_and_score's arguments that report progress or wire callbacks; they do not change the result.
-IGNORED_ARGUMENTS = frozenset({"split_progress", "candidate_progress", "verbose", "caller", "callback_ctx"})
+# _fit_and_score's arguments that report progress or wire callbacks, and how _fit_group fits its forest (whole, or
+# in exact chunks of its trees): they do not change the result.
+IGNORED_ARGUMENTS = frozenset({"split_progress", "candidate_progress", "verbose", "caller", "callback_ctx", "chunks"})
 # The joblib tasks of a search: GridSearchCV's one fit, ForestGridSearchCV's one forest per group of candidates.
 FIT_FUNCTIONS = {"_fit_and_score": "parameters", "_fit_group": "members"}
 

@@ -69,8 +69,10 @@ def run(argv: Sequence[str]) -> int:
     if address is None:
         raise ClusterError("no cluster to check: pass --scheduler ADDRESS or set DASK_SCHEDULER_ADDRESS")
     with cluster.open_client(address, args.timeout) as client:
-        report = cluster.versions_of(client)
+        # The workers first, then their versions: a worker joining in between is in the version table, not
+        # counted without its versions.
         info = cluster.identity(client)
+        report = cluster.versions_of(client)
     workers = info["workers"]
     threads = sum(worker.get("nthreads", 0) for worker in workers.values())
     memory = sum(worker.get("memory_limit") or 0 for worker in workers.values())

@@ -33,12 +33,15 @@ import copy
 import logging
 import numbers
 import time
+import traceback
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from joblib import parallel_config
+from joblib.parallel import get_active_backend
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone, is_classifier
 from sklearn.ensemble import (
     ExtraTreesClassifier,
@@ -55,11 +58,16 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import indexable
 from sklearn.utils.metaestimators import _safe_split, available_if
 from sklearn.utils.parallel import Parallel, delayed
-from sklearn.utils.validation import _check_method_params
+from sklearn.utils.validation import _check_method_params, _num_features, _num_samples
+
+from skfleet import chunks as chunking
+from skfleet.subtasks import Call, Subtasks
 
 log = logging.getLogger(__name__)
 
 FORESTS = (RandomForestClassifier, RandomForestRegressor, ExtraTreesClassifier, ExtraTreesRegressor)
+# The bound of the seeds a forest draws for its trees (scikit-learn's, sklearn/ensemble/_forest.py).
+SEED_BOUND = np.iinfo(np.int32).max
 BOOSTING = (HistGradientBoostingClassifier, HistGradientBoostingRegressor)
 
 
@@ -105,16 +113,23 @@ class SharedTrees:
     fallback: str | None  # why every candidate was fitted on its own, or None
     # What was shared: "forest" (trees) or "boosting" (iterations). Last, with a default: older results.json still read.
     ensemble: str = FOREST.name
+    # The tasks the forests were fitted in, split into exact chunks for threads that would idle (0: one task a fit),
+    # and the refit's (0: refitted in the calling process). Last, with defaults, as ensemble.
+    chunk_tasks: int = 0
+    refit_tasks: int = 0
 
     def describe(self) -> str:
         """Give one line for a log or a summary: "75 fits answered by 15 forest fits (150 of 450 trees)"."""
         if self.fallback:
             return f"{self.fits} fits, one per candidate ({self.fallback})"
         unit = next((known.unit for known in ENSEMBLES if known.name == self.ensemble), FOREST.unit)
-        return (
+        line = (
             f"{self.fits} fits answered by {self.forest_fits} {self.ensemble} fits "
             f"({self.trees_built:,} of {self.trees_per_candidate:,} {unit})"
         )
+        if self.chunk_tasks:
+            line += f", fitted in {self.chunk_tasks} tasks of exact chunks of trees"
+        return line
 
 
 class ForestGridSearchCV(GridSearchCV):
@@ -212,6 +227,12 @@ class ForestGridSearchCV(GridSearchCV):
             "return_train_score": self.return_train_score,
             "error_score": self.error_score,
         }
+        # Where the threads outnumber the forests, each forest is fitted in exact chunks of its trees.
+        works = [
+            _work(base_estimator, candidates[members[0]], size_key, len(splits[split_index][0]), _num_features(X))
+            for members, split_index in tasks
+        ]
+        chunked = _tree_chunks(works, [candidates[members[0]] for members, _ in tasks], size_key, self.error_score)
         # Keyword arguments like GridSearchCV's `_fit_and_score` tasks: a checkpoint keys them the same way.
         answers = Parallel(n_jobs=self.n_jobs, pre_dispatch=self.pre_dispatch)(
             delayed(_fit_group)(
@@ -223,8 +244,9 @@ class ForestGridSearchCV(GridSearchCV):
                 members=[candidates[i] for i in members],
                 size_key=size_key,
                 **settings,
+                **({"chunks": chunked[index]} if chunked else {}),
             )
-            for members, split_index in tasks
+            for index, (members, split_index) in enumerate(tasks)
         )
         by_fit: dict[tuple[int, int], dict[str, Any]] = {}
         for (members, split_index), results in zip(tasks, answers, strict=True):
@@ -234,7 +256,7 @@ class ForestGridSearchCV(GridSearchCV):
         _warn_or_raise_about_fit_failures(out, self.error_score)
         results = self._format_results(candidates, self.n_splits_, out, defaultdict(list))
         self.multimetric_ = isinstance(out[0]["test_scores"], dict)
-        self._select_and_refit(results, refit_metric, base_estimator, X, y, routed.estimator.fit)
+        refit_tasks = self._select_and_refit(results, refit_metric, base_estimator, X, y, routed.estimator.fit, size_key)
         self.scorer_ = getattr(scorers, "_scorers", scorers)
         self.cv_results_ = results
         sizes = [candidate[size_key] for candidate in candidates]
@@ -245,6 +267,8 @@ class ForestGridSearchCV(GridSearchCV):
             trees_per_candidate=sum(sizes) * self.n_splits_,
             fallback=None,
             ensemble=ensemble.name,
+            chunk_tasks=sum(len(chunks.trees) for chunks in chunked) if chunked else 0,
+            refit_tasks=refit_tasks,
         )
         log.debug("%s", self.shared_trees_.describe())
         return self
@@ -257,23 +281,36 @@ class ForestGridSearchCV(GridSearchCV):
         X: Any,  # noqa: N803
         y: Any,
         fit_params: dict,
-    ) -> None:
-        """Set best_index_, best_score_, best_params_ and the refitted best_estimator_ as GridSearchCV does."""
+        size_key: str,
+    ) -> int:
+        """Set best_index_, best_score_, best_params_ and the refitted best_estimator_ as GridSearchCV does.
+
+        Give the tasks the refit ran in on the cluster: 0 when it ran here, as GridSearchCV's does.
+        """
         if self.refit or not self.multimetric_:
             self.best_index_ = self._select_best_index(self.refit, refit_metric, results)
             if not callable(self.refit):
                 self.best_score_ = results[f"mean_test_{refit_metric}"][self.best_index_]
             self.best_params_ = results["params"][self.best_index_]
-        if self.refit:
-            self.best_estimator_ = clone(base_estimator).set_params(**clone(self.best_params_, safe=False))
-            started = time.time()
-            if y is None:
-                self.best_estimator_.fit(X, **fit_params)
-            else:
-                self.best_estimator_.fit(X, y, **fit_params)
-            self.refit_time_ = time.time() - started
-            if hasattr(self.best_estimator_, "feature_names_in_"):
-                self.feature_names_in_ = self.best_estimator_.feature_names_in_
+        if not self.refit:
+            return 0
+        self.best_estimator_ = clone(base_estimator).set_params(**clone(self.best_params_, safe=False))
+        started = time.time()
+        work = _work(base_estimator, self.best_params_, size_key, _num_samples(X), _num_features(X))
+        chunked = _tree_chunks([work], [self.best_params_], size_key, "raise")
+        if chunked:
+            # On the cluster, in exact chunks: one task joins them into the forest that comes back.
+            (self.best_estimator_,) = Parallel(n_jobs=self.n_jobs)(
+                [delayed(_join_refit)(self.best_estimator_, X, y, chunks=chunked[0], size_key=size_key, fit_params=fit_params)]
+            )
+        elif y is None:
+            self.best_estimator_.fit(X, **fit_params)
+        else:
+            self.best_estimator_.fit(X, y, **fit_params)
+        self.refit_time_ = time.time() - started
+        if hasattr(self.best_estimator_, "feature_names_in_"):
+            self.feature_names_in_ = self.best_estimator_.feature_names_in_
+        return len(chunked[0].trees) if chunked else 0
 
 
 def _scores_predictions_only(scoring: Any) -> bool:
@@ -309,27 +346,35 @@ def _fit_group(
     test: np.ndarray,
     members: list[dict[str, Any]],
     size_key: str,
+    chunks: TreeChunks | list[Chunk] | None = None,
     **settings: Any,
 ) -> list[dict[str, Any]]:
     """Fit the group's largest forest on one fold; give every member's `_fit_and_score` result, in order.
 
     SETTINGS are `_fit_and_score`'s scorer, fit_params, score_params, return_train_score and error_score.
+    CHUNKS: the forest's exact chunks, fitted (on the cluster, as tasks of their own) or to fit here; they are
+    joined into the forest instead of fitting it.
     """
     scorer, error_score = settings["scorer"], settings["error_score"]
-    # Fit the largest forest as GridSearchCV's task would, and score it below with the rest.
-    largest = _fit_and_score(
-        estimator,
-        X,
-        y,
-        train=train,
-        test=test,
-        parameters=members[0],
-        verbose=0,
-        return_n_test_samples=True,
-        return_times=True,
-        return_estimator=True,
-        **{**settings, "scorer": _unscored, "return_train_score": False},
-    )
+    if chunks is None:
+        # Fit the largest forest as GridSearchCV's task would, and score it below with the rest.
+        largest = _fit_and_score(
+            estimator,
+            X,
+            y,
+            train=train,
+            test=test,
+            parameters=members[0],
+            verbose=0,
+            return_n_test_samples=True,
+            return_times=True,
+            return_estimator=True,
+            **{**settings, "scorer": _unscored, "return_train_score": False},
+        )
+    else:
+        if isinstance(chunks, TreeChunks):
+            chunks = chunks.run([estimator, X, y], {"train": train, "fit_params": settings["fit_params"]})
+        largest = _joined(chunks, size_key, members[0][size_key], test)
     if largest["fit_error"] is not None:
         # Exact or not at all: a smaller forest might have fitted; fit each on its own, as GridSearchCV does.
         return [
@@ -369,6 +414,179 @@ def _fit_group(
             if kind == "test":
                 results[index]["score_time"] = time.time() - started + predicted * share
     return results
+
+
+@dataclass
+class Chunk:
+    """Trees [start, stop) of a forest, fitted: the whole fitted estimator for the first chunk, its trees for the others."""
+
+    start: int
+    stop: int
+    seed: Any  # the forest's random_state, before any draw
+    fitted: Any  # the estimator (start 0), a list of trees (the others), or None when the fit failed
+    fit_time: float
+    fit_error: str | None = None
+
+
+class TreeChunks(Subtasks):
+    """A forest's trees in chunks, each fitted by a call of its own (`_fit_chunk`): joined in order, they are the forest.
+
+    For a task called as `(estimator, X, y, train=..., fit_params=...)`: its estimator, with PARAMETERS
+    set, fitted on its fold's rows (all of X where the task has no `train`). PRIORITIES: each
+    chunk's Dask priority, the costliest highest, all below the tasks that join them.
+    """
+
+    def __init__(
+        self, parameters: dict[str, Any], size_key: str, trees: Sequence[tuple[int, int]], priorities: Sequence[int],
+        error_score: Any,
+    ) -> None:  # fmt: skip
+        self.parameters, self.size_key, self.error_score = parameters, size_key, error_score
+        self.trees, self.priorities = list(trees), list(priorities)
+
+    def calls(self, args: Sequence[Any], kwargs: dict[str, Any]) -> list[Call]:
+        estimator, X, y = args  # noqa: N806
+        return [
+            (
+                _fit_chunk,
+                (estimator, X, y),
+                {
+                    "train": kwargs.get("train"),
+                    "parameters": self.parameters,
+                    "size_key": self.size_key,
+                    "trees": trees,
+                    "fit_params": kwargs.get("fit_params"),
+                    "error_score": self.error_score,
+                },
+                priority,
+            )
+            for trees, priority in zip(self.trees, self.priorities, strict=True)
+        ]
+
+
+def _work(estimator: BaseEstimator, candidate: dict[str, Any], size_key: str, rows: int, features: int) -> chunking.Work | None:
+    """Give the modelled cost of fitting CANDIDATE's forest on ROWS rows, or None when it is no forest (boosting)."""
+    found = _ensemble(clone(estimator).set_params(**candidate), size_key)
+    if found is None or found[1] is not FOREST:
+        return None
+    return chunking.forest_work(found[0], int(candidate[size_key]), rows, features)
+
+
+def _tree_chunks(
+    works: list[chunking.Work | None], candidates: list[dict[str, Any]], size_key: str, error_score: Any
+) -> list[TreeChunks] | None:
+    """Give each forest of WORKS its TreeChunks, when the active joblib backend runs subtasks and some forest gains.
+
+    None: every forest is one task, as without chunks. Once one is split, all are chunked (a forest of
+    one chunk too), so that the cluster runs every chunk in the plan's order, the costliest first.
+    """
+    backend, _ = get_active_backend()
+    threads = getattr(backend, "subtask_threads", None)
+    if threads is None or any(work is None for work in works):
+        return None
+    counts = chunking.plan(works, threads())
+    if all(count == 1 for count in counts):
+        return None
+    ranges = [chunking.ranges(work.trees, count) for work, count in zip(works, counts, strict=True)]
+    costs = [
+        work.overhead + (stop - start) * work.tree_cost
+        for work, trees in zip(works, ranges, strict=True)
+        for start, stop in trees
+    ]
+    # Dask runs higher priorities first; the joining tasks (priority 0) as soon as their chunks are in.
+    order = sorted(range(len(costs)), key=lambda index: -costs[index])
+    priority = {index: -1 - rank for rank, index in enumerate(order)}
+    chunked, index = [], 0
+    for candidate, trees in zip(candidates, ranges, strict=True):
+        chunked.append(
+            TreeChunks(candidate, size_key, trees, [priority[index + offset] for offset in range(len(trees))], error_score)
+        )
+        index += len(trees)
+    return chunked
+
+
+def _fit_chunk(
+    estimator: BaseEstimator,
+    X: Any,  # noqa: N803
+    y: Any,
+    *,
+    train: np.ndarray | None,
+    parameters: dict[str, Any],
+    size_key: str,
+    trees: tuple[int, int],
+    fit_params: dict[str, Any] | None,
+    error_score: Any,
+) -> Chunk:
+    """Fit trees [start, stop) of ESTIMATOR's forest (PARAMETERS set) on the rows TRAIN of (X, y): a Chunk.
+
+    The forest draws one seed per tree from its random_state before it builds any; skipping the
+    first START draws (as its warm_start does) makes its trees those of the whole forest.
+    """
+    start, stop = trees
+    model = estimator.set_params(**clone(parameters, safe=False))
+    forest, _ = _ensemble(model, size_key)
+    seed = forest.random_state
+    seeds = np.random.RandomState(seed)
+    seeds.randint(SEED_BOUND, size=start)
+    forest.set_params(n_estimators=stop - start, random_state=seeds)
+    X_train, y_train = (X, y) if train is None else _safe_split(model, X, y, train)  # noqa: N806
+    fit_params = _check_method_params(X, params=fit_params or {}, indices=train)
+    started = time.time()
+    try:
+        with parallel_config(backend="sequential"):  # the chunk is the task: its trees stay in this process
+            if y_train is None:
+                model.fit(X_train, **fit_params)
+            else:
+                model.fit(X_train, y_train, **fit_params)
+    except Exception:
+        if error_score == "raise":
+            raise
+        return Chunk(start, stop, seed, None, time.time() - started, traceback.format_exc())
+    return Chunk(start, stop, seed, model if start == 0 else forest.estimators_, time.time() - started)
+
+
+def _joined_estimator(chunks: list[Chunk], size_key: str, size: int) -> BaseEstimator:
+    """Give the fitted estimator of SIZE trees that CHUNKS (fitted, in order, from tree 0) make."""
+    bounds = [(chunk.start, chunk.stop) for chunk in chunks]
+    if [start for start, _ in bounds] != [0, *[stop for _, stop in bounds[:-1]]] or bounds[-1][1] != size:
+        raise RuntimeError(f"skfleet bug: chunks {bounds} are not trees 0 to {size}")
+    model = chunks[0].fitted
+    forest, _ = _ensemble(model, size_key)
+    forest.estimators_ = [*forest.estimators_, *(tree for chunk in chunks[1:] for tree in chunk.fitted)]
+    # The parameters one fit of the whole forest has: its size, and its seed (the first chunk's draws, unadvanced).
+    forest.set_params(n_estimators=size, random_state=chunks[0].seed)
+    return model
+
+
+def _joined(chunks: list[Chunk], size_key: str, size: int, test: np.ndarray) -> dict[str, Any]:
+    """Give CHUNKS as `_fit_and_score` would give the forest they make: its fit error, or it and its fitting time."""
+    failed = next((chunk.fit_error for chunk in chunks if chunk.fit_error is not None), None)
+    fit_time = sum(chunk.fit_time for chunk in chunks)
+    if failed is not None:
+        return {"fit_error": failed, "fit_time": fit_time}
+    return {
+        "fit_error": None,
+        "n_test_samples": _num_samples(test),
+        "fit_time": fit_time,
+        "estimator": _joined_estimator(chunks, size_key, size),
+    }
+
+
+def _join_refit(
+    estimator: BaseEstimator,
+    X: Any,  # noqa: N803
+    y: Any,
+    *,
+    chunks: TreeChunks | list[Chunk],
+    size_key: str,
+    fit_params: dict,
+) -> BaseEstimator:
+    """Give the refit: ESTIMATOR's forest joined from CHUNKS (fitted on the cluster, or here) on all of (X, y)."""
+    if isinstance(chunks, TreeChunks):
+        chunks = chunks.run([estimator, X, y], {"train": None, "fit_params": fit_params})
+    failed = next((chunk.fit_error for chunk in chunks if chunk.fit_error is not None), None)
+    if failed is not None:
+        raise RuntimeError(f"the refit failed:\n{failed}")
+    return _joined_estimator(chunks, size_key, chunks[-1].stop)
 
 
 def _unscored(estimator: BaseEstimator, X: Any, y: Any, **params: Any) -> float:  # noqa: N803

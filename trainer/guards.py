@@ -95,8 +95,8 @@ class ClusterBackend(SkfleetBackend):
                         results[index] = result
                     out = results
                     if progress:
-                        # Fits, not tasks: a shared forest's task answers several.
-                        progress.advance(sum(len(result) if isinstance(result, list) else 1 for result in results))
+                        # Fits, not tasks: a shared forest's task answers several; a refit is none.
+                        progress.advance(sum(_fits_in(result) for result in results))
             except Exception as error:  # joblib raises it; without a callback it would wait forever
                 out = error
             callback(out)
@@ -110,6 +110,13 @@ class ClusterBackend(SkfleetBackend):
             return done
         remaining = func if len(missing) == len(keys) else SimpleNamespace(items=[func.items[index] for index in missing])
         return super().submit(remaining, finished)
+
+
+def _fits_in(result: Any) -> int:
+    """Give how many of the search's fits a task's RESULT answers: a fit (a dict), a shared forest's (a list), or none."""
+    if isinstance(result, list):
+        return len(result)
+    return 1 if isinstance(result, dict) else 0
 
 
 class Watchdog(Poller):

@@ -30,6 +30,8 @@ from skfleet.errors import InputError, LeakError
 NUMERIC_FEATURES = ("Month", "DayofMonth", "DayOfWeek", "CRSDepTime", "CRSArrTime", "FlightNum", "Distance")
 AIRPORT_FEATURES = ("Origin", "Dest")
 CATEGORY_FEATURES = ("UniqueCarrier", "Route")
+# The text features: in the feature matrix as pandas categoricals (small integer codes, not text).
+TEXT_FEATURES = (*CATEGORY_FEATURES, *AIRPORT_FEATURES)
 # The 11 schedule-only features (README "Data formats"): all known before departure.
 FEATURES = (*NUMERIC_FEATURES, "UniqueCarrier", *AIRPORT_FEATURES, "Route")
 
@@ -71,10 +73,15 @@ def check_no_leak(columns: Iterable[str]) -> None:
 
 
 def feature_matrix(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
-    """Give the schedule-only feature matrix X and the 0/1 target y of a prepared frame."""
+    """Give the schedule-only feature matrix X and the 0/1 target y of a prepared frame.
+
+    The text features are categoricals: small integer codes and one copy of each text, so the
+    matrix sent to the workers, and each fold's copy of it, is a fraction of the text's bytes.
+    CategoryCodes gives them the codes it gives their text (the same trees, the same scores).
+    """
     features = frame.assign(Route=frame["Origin"] + "_" + frame["Dest"])[list(FEATURES)]
     check_no_leak(features.columns)
-    return features, frame[TARGET_COLUMN]
+    return features.astype({column: "category" for column in TEXT_FEATURES}), frame[TARGET_COLUMN]
 
 
 def empty_features(features: pd.DataFrame) -> list[str]:
@@ -97,7 +104,7 @@ class CategoryCodes(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):  # noqa: N803 (scikit-learn's argument names)
         frame = _as_frame(X)
         if self.shared:
-            vocabulary = _vocabulary(pd.concat([frame[column] for column in frame], ignore_index=True))
+            vocabulary = np.unique(np.concatenate([_vocabulary(frame[column]) for column in frame]))
             self.categories_ = [vocabulary for _ in frame.columns]
         else:
             self.categories_ = [_vocabulary(frame[column]) for column in frame]
@@ -110,8 +117,15 @@ class CategoryCodes(TransformerMixin, BaseEstimator):
         codes = np.empty(frame.shape, dtype=np.float64)
         for index, column in enumerate(frame.columns):
             values = frame[column]
-            codes[:, index] = pd.Index(self.categories_[index]).get_indexer(values)
-            codes[values.isna().to_numpy(), index] = MISSING_CODE
+            vocabulary = pd.Index(self.categories_[index])
+            if isinstance(values.dtype, pd.CategoricalDtype):
+                # Each category looked up once, and every row takes its category's code: its text's code.
+                lookup = vocabulary.get_indexer(values.cat.categories)
+                row_codes = values.cat.codes.to_numpy()
+                codes[:, index] = np.where(row_codes < 0, MISSING_CODE, lookup[row_codes])
+            else:
+                codes[:, index] = vocabulary.get_indexer(values)
+                codes[values.isna().to_numpy(), index] = MISSING_CODE
         return codes
 
     def get_feature_names_out(self, input_features=None):
@@ -123,6 +137,10 @@ def _as_frame(X) -> pd.DataFrame:  # noqa: N803
 
 
 def _vocabulary(values: pd.Series) -> np.ndarray:
+    """Give the values' distinct texts, missing left out, sorted (a categorical's: the categories its rows use)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        used = np.unique(values.cat.codes.to_numpy())
+        return np.sort(values.cat.categories[used[used >= 0]].to_numpy(dtype=object))
     return np.sort(values.dropna().unique().astype(object))
 
 

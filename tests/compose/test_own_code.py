@@ -127,8 +127,12 @@ def test_the_readme_snippet_makes_one_task_per_forest_with_the_local_scores(stac
     assert result.stderr == ""  # no version table, no warning
     with Client(address(stack), timeout=10) as client:
         tasks = [str(task["key"]) for task in client.get_task_stream(start=started)]
-    # 20 candidates x 3 folds answered by 5 forests a fold: 15 tasks, no tree of its own anywhere.
-    assert len(tasks) == 15 and all(key.startswith("batch_of__fit_group_1_calls") for key in tasks), tasks[:20]
+    # 20 candidates x 3 folds answered by 5 forests a fold: 15 tasks, no tree of its own anywhere; then the
+    # refit's forest in 2 exact chunks (one per worker) and the task that joins them.
+    searched = [key for key in tasks if key.startswith("batch_of__fit_group_1_calls")]
+    refitted = [key for key in tasks if key.startswith("_fit_chunk-")]
+    joined = [key for key in tasks if key.startswith("batch_of__join_refit_1_calls")]
+    assert (len(searched), len(refitted), len(joined), len(tasks)) == (15, 2, 1, 18), tasks[:20]
     X, y = load_digits(return_X_y=True)
     grid = {"n_estimators": [25, 50, 100, 200], "max_depth": [4, 8, 12, 16, None]}
     local = GridSearchCV(RandomForestClassifier(random_state=0), grid, cv=3).fit(X, y)

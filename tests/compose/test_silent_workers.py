@@ -1,10 +1,13 @@
 """A worker that stops answering without dying, on the Compose stack: the search goes on without it; a frozen scheduler ends it.
 
-Each fault of tests/faults.py (frozen, silent network) is injected into the worker container
-that holds the training data while fits run. The scheduler drops the worker within
-2 x worker-ttl + 30 s (docker/dask.yaml), its fits run on the other worker, the trainer says
-which worker went and why, and the scores are those of an undisturbed run. Healed, the
-worker's container restarts (its restart policy) and rejoins.
+A silent network (tests/faults.py: every packet but loopback's dropped in its network namespace)
+is injected into the worker container that holds the training data while fits run. The scheduler
+drops the worker within 2 x worker-ttl + 30 s (docker/dask.yaml), its fits run on the other
+worker, the trainer says which worker went and why, and the scores are those of an undisturbed
+run. Healed, the worker's container restarts (its restart policy) and rejoins.
+
+A frozen worker (`docker pause`: the worker, its nanny, everything in the container) takes the
+same path in Dask, and is the VM fleet's case, a frozen VM (tests/ansible/test_silent_vms.py).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def undisturbed(stack: Stack, undisturbed_run: subprocess.CompletedProcess[str])
     return scores_of(stack, undisturbed_run)
 
 
-@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("fault", ["silent network"])
 def test_a_worker_that_stops_answering_is_dropped_in_bounded_time_and_the_scores_stay(
     stack: Stack, undisturbed: dict[str, object], fault: str
 ) -> None:

@@ -80,7 +80,9 @@ def test_the_shared_trees_search_makes_one_task_per_forest(client: Client) -> No
     forest = RandomForestClassifier(random_state=0)
     with get_task_stream(client) as stream, joblib.parallel_backend("skfleet"):
         ours = ForestGridSearchCV(forest, GRID, cv=3, n_jobs=-1).fit(X, y)
-    assert task_functions(stream.data) == {"_fit_group": 6}
+    # 6 forests on 2 threads stay whole; the refit's forest is fitted in 2 exact chunks, joined in a third task.
+    assert task_functions(stream.data) == {"_fit_group": 6, "_fit_chunk": 2, "_join_refit": 1}
+    assert ours.shared_trees_.refit_tasks == 2
     assert ours.shared_trees_.describe() == "18 fits answered by 6 forest fits (120 of 210 trees)"
     assert_same_search(ours, GridSearchCV(forest, GRID, cv=3).fit(X, y), X)
 

@@ -31,10 +31,11 @@ def test_bench_runs_the_paths_interleaved_and_prints_them_side_by_side(
     rows = [line for line in out.splitlines() if line.split()[:1] in [[path] for path in paths]]
     table = {line.split()[0]: line for line in reversed(rows)}  # the table's row, not the verdict lines after it
     assert set(table) == set(paths)
-    # 25 candidates x 3 folds: one task per fit, or one per forest of 5 n_estimators.
-    assert " 75 " in table["dask-unshared"] and " 15 " in table["dask"]
+    # 25 candidates x 3 folds: one task per fit, or one per forest of 5 n_estimators and 3 for the refit's forest
+    # (2 exact chunks, one per worker, and their join).
+    assert " 75 " in table["dask-unshared"] and " 18 " in table["dask"]
     assert "cv_results_ split scores identical across serial, loky, dask, dask-unshared: yes" in out
-    assert "dask: 75 fits answered by 15 forest fits (150 of 450 trees), in 15 Dask tasks" in out
+    assert "dask: 75 fits answered by 15 forest fits (150 of 450 trees), in 18 Dask tasks" in out
     assert re.search(r"^dask wall / loky \(GridSearchCV\) wall = \d\.\d+ \(target <= 0\.5: (met|MISSED)\)$", out, re.M)
     assert "dask-unshared parallel efficiency = " in out and "halving: " in out
     # Where the efficiency went: its three factors multiply back to it.
