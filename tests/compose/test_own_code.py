@@ -17,12 +17,11 @@ import ssl
 import subprocess
 import sys
 import tarfile
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from distributed import Client
+from distributed import Client, get_task_stream
 from sklearn.datasets import load_digits
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import GridSearchCV
@@ -121,12 +120,12 @@ def test_the_readme_snippet_makes_one_task_per_forest_with_the_local_scores(stac
     assert "tcp://127.0.0.1:8786" in snippet
     script = tmp_path / "snippet.py"
     script.write_text(snippet.replace("tcp://127.0.0.1:8786", address(stack)))
-    started = time.time()
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=900, check=False)
+    # The scheduler records the task stream from here on (as the dashboard's plot would), whatever ran before.
+    with Client(address(stack), timeout=10) as client, get_task_stream(client) as stream:
+        result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stderr == ""  # no version table, no warning
-    with Client(address(stack), timeout=10) as client:
-        tasks = [str(task["key"]) for task in client.get_task_stream(start=started)]
+    tasks = [str(task["key"]) for task in stream.data]
     # 20 candidates x 3 folds answered by 5 forests a fold: 15 tasks, no tree of its own anywhere; then the
     # refit's forest in 2 exact chunks (one per worker) and the task that joins them.
     searched = [key for key in tasks if key.startswith("batch_of__fit_group_1_calls")]
@@ -164,7 +163,7 @@ def older_scikit_learn(client_venv: Path, tmp_path_factory: pytest.TempPathFacto
 
 BACKEND_CLIENT = """
 import joblib, skfleet
-from distributed import Client
+from distributed import Client, get_task_stream
 with Client({address!r}, timeout=10):
     with joblib.parallel_backend("skfleet"):
         print("started")

@@ -5,6 +5,11 @@
     python -m skfleet.bench --rows 50000,200000,563000,2000000 --paths serial,loky,dask --repeat 1
     python -m skfleet.bench --paths serial,loky,dask,compose --scheduler tcp://127.0.0.1:8786  # any cluster
     docker compose run --rm trainer bench --paths serial,loky,dask,compose,demo,halving       # in the stack
+    python -m skfleet.bench --scale                           # 2M and 10M rows on 2 to 100 threads, modelled
+
+`--scale` measures the seed grid's task costs here and models the search on more worker threads
+than this machine has, one task per forest beside exact chunks (skfleet/bench/scale.py,
+docs/scaling.md "Beyond this machine, modelled").
 
 Every round runs every path once, in turn (A B C A B C ...), so a machine that gets slower
 or faster during the run affects all paths alike; the table gives the median of the rounds.
@@ -37,7 +42,7 @@ of three factors, which the verdicts print: serial's wall over its fit seconds (
 and the search's own work), the fits' slowdown when several run at once, and how busy the
 workers were (fit seconds over cores x wall).
 
-The package: `paths` runs one path and measures it, `targets` holds docs/benchmarks.md's
+The package: `paths` runs one path and measures it, `scale` models the search at scale, `targets` holds docs/benchmarks.md's
 targets and says whether a run met them, `report` prints the table and draws the plot, `cli`
 reads the command line. Data come through the trainer's own path (skfleet.data, then
 skfleet.model's features), so the benchmark times the job users run.

