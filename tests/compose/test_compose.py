@@ -287,9 +287,11 @@ def test_the_benchmark_runs_in_the_trainer_container_against_the_stack(stack: St
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.split()[:1] in (["dask"], ["compose"])]
     table = {line.split()[0]: line for line in reversed(lines)}  # the table's rows, not the verdicts after them
-    assert " 15 " in table["compose"] and " 15 " in table["dask"]  # one task per shared forest, on the stack too
+    # One task per shared forest, on the stack too; then the refit's 2 exact chunks (one per worker) and their join.
+    assert " 18 " in table["compose"]
     assert "cv_results_ split scores identical across loky, dask, compose: yes" in result.stdout
-    assert "compose: 75 fits answered by 15 forest fits (150 of 450 trees), in 15 Dask tasks" in result.stdout
+    shared = "75 fits answered by 15 forest fits (150 of 450 trees), in 15 Dask tasks; the refit in"
+    assert f"compose: {shared} 3 more" in result.stdout and f"dask: {shared}" in result.stdout
     assert "compose wall / loky (GridSearchCV) wall = " in result.stdout
 
 

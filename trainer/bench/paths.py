@@ -54,6 +54,8 @@ class Measurement:
     mean_test_scores: list[float] = field(repr=False)
     split_scores: list[list[float]] = field(repr=False)
     shared: str | None = None  # what ForestGridSearchCV shared, in words
+    # Of the tasks, the refit's on the cluster (its exact chunks and the task that joined them); 0: refitted here.
+    refit_tasks: int = 0
 
 
 class PeakMemory(Poller):
@@ -204,7 +206,14 @@ def result(
         mean_test_scores=[float(score) for score in cv["mean_test_score"]],
         split_scores=[[float(score) for score in cv[key]] for key in splits],
         shared=estimator.shared_trees_.describe() if hasattr(estimator, "shared_trees_") else None,
+        refit_tasks=_refit_tasks(estimator),
     )
+
+
+def _refit_tasks(estimator: Any) -> int:
+    """Give the tasks ESTIMATOR's refit ran as on the cluster: its chunks and their join, or 0."""
+    chunks = getattr(getattr(estimator, "shared_trees_", None), "refit_tasks", 0)
+    return chunks + 1 if chunks else 0
 
 
 def dataset(name: str, rows: int, seed: int) -> tuple[pd.DataFrame, pd.Series, str]:
