@@ -487,11 +487,7 @@ def _tree_chunks(
     if all(count == 1 for count in counts):
         return None
     ranges = [chunking.ranges(work.trees, count) for work, count in zip(works, counts, strict=True)]
-    costs = [
-        work.overhead + (stop - start) * work.tree_cost
-        for work, trees in zip(works, ranges, strict=True)
-        for start, stop in trees
-    ]
+    costs = chunking.chunk_costs(works, counts)  # in the order of ranges' chunks
     # Dask runs higher priorities first; the joining tasks (priority 0) as soon as their chunks are in.
     order = sorted(range(len(costs)), key=lambda index: -costs[index])
     priority = {index: -1 - rank for rank, index in enumerate(order)}
@@ -557,9 +553,14 @@ def _joined_estimator(chunks: list[Chunk], size_key: str, size: int) -> BaseEsti
     return model
 
 
+def _fit_error(chunks: list[Chunk]) -> str | None:
+    """Give the first chunk's fit error (a traceback), or None when every chunk fitted."""
+    return next((chunk.fit_error for chunk in chunks if chunk.fit_error is not None), None)
+
+
 def _joined(chunks: list[Chunk], size_key: str, size: int, test: np.ndarray) -> dict[str, Any]:
     """Give CHUNKS as `_fit_and_score` would give the forest they make: its fit error, or it and its fitting time."""
-    failed = next((chunk.fit_error for chunk in chunks if chunk.fit_error is not None), None)
+    failed = _fit_error(chunks)
     fit_time = sum(chunk.fit_time for chunk in chunks)
     if failed is not None:
         return {"fit_error": failed, "fit_time": fit_time}
@@ -583,7 +584,7 @@ def _join_refit(
     """Give the refit: ESTIMATOR's forest joined from CHUNKS (fitted on the cluster, or here) on all of (X, y)."""
     if isinstance(chunks, TreeChunks):
         chunks = chunks.run([estimator, X, y], {"train": None, "fit_params": fit_params})
-    failed = next((chunk.fit_error for chunk in chunks if chunk.fit_error is not None), None)
+    failed = _fit_error(chunks)
     if failed is not None:
         raise RuntimeError(f"the refit failed:\n{failed}")
     return _joined_estimator(chunks, size_key, chunks[-1].stop)

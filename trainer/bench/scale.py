@@ -184,13 +184,18 @@ class Modelled:
     tasks: int
 
 
+def _upload(measured: Measured, threads: int) -> tuple[float, int]:
+    """Give the seconds and bytes of the client's copies of the matrix to THREADS workers, the folds' indices with it."""
+    seconds = threads * measured.data_bytes / measured.copy_rate
+    return seconds, threads * (measured.data_bytes + measured.folds * measured.fold_bytes)
+
+
 def whole(measured: Measured, threads: int) -> Modelled:
     """Model one task per forest (fit and score), the refit serial on the client."""
     costs = [forest.whole() for forest in measured.forests]
     search = chunks.makespan(costs, threads)
-    copies = threads * measured.data_bytes / measured.copy_rate
+    copies, moved = _upload(measured, threads)
     refit = measured.refit.overhead + measured.refit.trees * measured.refit.tree
-    moved = threads * (measured.data_bytes + measured.folds * measured.fold_bytes)
     return Modelled(
         copies + search + refit, search, sum(costs) / (threads * search), 1 - sum(costs) / (threads * search), moved, len(costs)
     )
@@ -211,9 +216,9 @@ def chunked(measured: Measured, threads: int) -> Modelled:
     refit_costs = chunks.chunk_costs([measured.refit.work()], refit_counts)
     tree_bytes = sum(forest.trees * forest.tree_bytes for forest in measured.forests) if joins else 0
     refit_bytes = measured.refit.trees * measured.refit.tree_bytes
-    copies = threads * measured.data_bytes / measured.copy_rate
+    copies, uploaded = _upload(measured, threads)
     refit = chunks.makespan(refit_costs, threads) + refit_bytes / measured.copy_rate
-    moved = threads * (measured.data_bytes + measured.folds * measured.fold_bytes) + tree_bytes + refit_bytes
+    moved = uploaded + tree_bytes + refit_bytes
     tasks = len(split) + len(joins) + len(refit_costs) + (1 if refit_counts[0] > 1 else 0)
     return Modelled(copies + search + refit, search, useful / (threads * search), 1 - busy / (threads * search), moved, tasks)
 
